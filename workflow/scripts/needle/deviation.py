@@ -1,0 +1,162 @@
+"""Distance of an eFCN (or eLCN) from the CNN subspace, and the projection back onto it.
+
+For a conv-derived layer with weight W, the CNN subspace is the set of weights a CNN can produce:
+zero outside the locality blocks, and inside them equal entries within each tied class (same output
+channel o, input channel c and kernel offset (ki, kj), over all output positions where that offset
+lands on a real input pixel; padding is folded, so at border positions some tied entries do not
+exist). The orthogonal projection P(W) zeroes the off-block entries and replaces each tied entry by
+its class mean. Then
+
+    deviation             = ||W - P(W)|| / ||W||
+    deviation_nonlocal    = ||W outside the blocks|| / ||W||
+    deviation_nonsharing  = ||W inside the blocks - P(W)|| / ||W||
+
+and deviation^2 = nonlocal^2 + nonsharing^2 (the two parts live on disjoint entries). Only the
+weight matrix enters the deviation; the bias is projected too (mean over positions) by
+`project_to_cnn`. For a LocallyConnected2d everything is local (nonlocal = 0), and the norms run
+over the weights that see real pixels: weights that only ever multiply padding cannot affect the
+function and have no counterpart in the (folded) eFCN.
+
+Everything is vectorised through `needle.embed.tied_views` (one strided view per kernel offset),
+and large dense weights are processed in chunks of output channels so that the temporary copy
+needed for the off-block norm stays small.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.nn as nn
+
+from needle.embed import Dense2d, LocallyConnected2d, tied_views
+from needle.errors import NeedleError
+from needle.models import trace_shapes
+
+# Dense weights are processed in blocks of whole output channels of about this many elements, so
+# the temporary copy stays small (64-128 MB) while Python-level steps and kernel launches stay few.
+_CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 25}
+
+
+def _tied_mean(view: torch.Tensor) -> torch.Tensor:
+    """Mean over positions (dims 1, 2) of a (C', n_i, n_j, C) tied view, computed as
+    reference + mean(view - reference) so that equal entries give back exactly their value."""
+    reference = view[:, :1, :1, :]
+    return (reference + (view - reference).mean(dim=(1, 2), keepdim=True))[:, 0, 0, :]
+
+
+def _squared_norm(tensor: torch.Tensor) -> torch.Tensor:
+    # Native-dtype norm (float32 accumulation is cascaded, accurate to ~1e-7 here), squared and
+    # summed in float64 on the device: one host sync per layer, not one per block.
+    return torch.linalg.vector_norm(tensor).double().square()
+
+
+def _channel_chunks(layer: nn.Module, weight: torch.Tensor):
+    """(first channel, last channel + 1, layer-like weight slice) over blocks of whole output
+    channels of a contiguous Dense2d weight; one block for LocallyConnected2d. Tied classes never
+    straddle two blocks, so every block can be handled on its own."""
+    if isinstance(layer, LocallyConnected2d):
+        yield 0, layer.out_shape[0], weight
+        return
+    rows_per_channel = layer.out_shape[1] * layer.out_shape[2]
+    budget = _CHUNK_ELEMENTS.get(weight.device.type, _CHUNK_ELEMENTS["cuda"])
+    step = max(1, budget // (rows_per_channel * weight.shape[1]))
+    for start in range(0, layer.out_shape[0], step):
+        stop = min(start + step, layer.out_shape[0])
+        yield start, stop, weight[start * rows_per_channel:stop * rows_per_channel]
+
+
+@torch.no_grad()
+def _squared_parts(layer: nn.Module) -> tuple[float, float, float]:
+    """(||W||^2, ||W off-block||^2, ||W in-block - P(W)||^2) of one Dense2d / LocallyConnected2d.
+    For LocallyConnected2d, ||W||^2 counts only weights that see real pixels and off-block is 0."""
+    weight = layer.weight.detach().contiguous()
+    dense = isinstance(layer, Dense2d)
+    total, nonlocal_, nonsharing = (torch.zeros((), dtype=torch.float64, device=weight.device)
+                                    for _ in range(3))
+    buffer = None
+    for _, _, chunk in _channel_chunks(layer, weight):
+        if dense:
+            # Off-block norm computed exactly (no cancellation from ||W||^2 - ||in-block||^2):
+            # copy the block into a reused buffer, zero its in-block entries, take the norm.
+            buffer = torch.empty_like(chunk) if buffer is None else buffer
+            chunk = buffer[:chunk.shape[0]].copy_(chunk)
+            total += _squared_norm(chunk)
+        for _, _, view in tied_views(layer, chunk):
+            tied = view.clone()  # one gather of the strided entries
+            nonsharing += _squared_norm(tied - _tied_mean(tied)[:, None, None, :])
+            if dense:
+                view.zero_()
+            else:
+                total += _squared_norm(tied)
+        if dense:
+            nonlocal_ += _squared_norm(chunk)
+    return total.item(), nonlocal_.item(), nonsharing.item()
+
+
+def _ratios(total: float, nonlocal_: float, nonsharing: float) -> dict[str, float]:
+    if total == 0.0:  # the zero matrix lies on the subspace
+        return {"deviation": 0.0, "deviation_nonlocal": 0.0, "deviation_nonsharing": 0.0}
+    norm = math.sqrt(total)
+    return {"deviation": math.sqrt(nonlocal_ + nonsharing) / norm,
+            "deviation_nonlocal": math.sqrt(nonlocal_) / norm,
+            "deviation_nonsharing": math.sqrt(nonsharing) / norm}
+
+
+def layer_deviations(net: nn.Module) -> dict[str, dict[str, float]]:
+    """Relative distance of each Dense2d / LocallyConnected2d child of `net` from the CNN
+    subspace: {layer name: {"deviation", "deviation_nonlocal", "deviation_nonsharing"}}, plus
+    "all" with the norms pooled over those layers (sqrt of summed squares over sqrt of summed
+    ||W||^2). Exactly 0 right after embedding; about 1 for a standard FCN."""
+    result, pooled = {}, [0.0, 0.0, 0.0]
+    for name, layer in net.named_children():
+        if isinstance(layer, (Dense2d, LocallyConnected2d)):
+            parts = _squared_parts(layer)
+            result[name] = _ratios(*parts)
+            pooled = [a + b for a, b in zip(pooled, parts)]
+    if not result:
+        raise NeedleError("layer_deviations: the network has no Dense2d or LocallyConnected2d layer; "
+                          "pass an eFCN/eLCN built by needle.embed")
+    result["all"] = _ratios(*pooled)
+    return result
+
+
+@torch.no_grad()
+def project_to_cnn(net: nn.Module, cnn_template: nn.Sequential) -> nn.Sequential:
+    """The CNN whose eFCN (eLCN) is P(net): a copy of `cnn_template` (same layout) whose conv
+    kernels are the tied-class means of net's conv-derived layers (off-block entries dropped) and
+    whose biases are the per-channel means over positions; every other layer is copied from `net`
+    as it is. Kernel offsets that never touch a real pixel (possible only with large padding) do
+    not exist in the eFCN and keep the template's values. Returns a new module in net's dtype and
+    device; `net` is not modified."""
+    reference = next(net.parameters())
+    cnn = copy.deepcopy(cnn_template).to(device=reference.device, dtype=reference.dtype)
+    input_shape = getattr(net, "input_shape", None) or getattr(cnn_template, "input_shape", None)
+    in_shapes = dict(zip((name for name, _ in cnn.named_children()),
+                         trace_shapes(cnn, input_shape))) if input_shape else {}
+    template_children = dict(cnn.named_children())
+    for name, layer in net.named_children():
+        target = template_children.get(name)
+        if target is None:
+            raise NeedleError(f"project_to_cnn: the template has no layer {name!r}; pass the CNN the "
+                              "network was embedded from (same architecture and sizes)")
+        if isinstance(layer, (Dense2d, LocallyConnected2d)):
+            geometry = (layer.in_shape[0], layer.out_shape[0], layer.kernel_size, layer.stride,
+                        layer.padding)
+            if not isinstance(target, nn.Conv2d) or geometry != (
+                    target.in_channels, target.out_channels, tuple(target.kernel_size),
+                    tuple(target.stride), tuple(target.padding)) \
+                    or (name in in_shapes and in_shapes[name] != layer.in_shape):
+                raise NeedleError(f"project_to_cnn: layer {name!r} of the template does not match the "
+                                  "network's geometry; pass the CNN it was embedded from")
+            for start, stop, chunk in _channel_chunks(layer, layer.weight.detach().contiguous()):
+                for ki, kj, view in tied_views(layer, chunk):
+                    target.weight[start:stop, :, ki, kj] = _tied_mean(view)
+            if layer.bias is not None and target.bias is not None:
+                per_position = layer.bias.detach().reshape(layer.out_shape[0], 1, -1, 1)
+                target.bias.copy_(_tied_mean(per_position)[:, 0])
+        else:
+            target.load_state_dict(layer.state_dict())
+    cnn.train(net.training)
+    return cnn
