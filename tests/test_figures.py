@@ -162,6 +162,11 @@ def test_summarize_script_reads_csv_and_writes_csv_and_markdown_under_snakemake(
     assert "summarised 1 experiment" in (tmp_path / "summary.log").read_text()
 
 
+def test_nullable_integer_relax_times_as_the_aggregator_writes_them_are_accepted(tables):
+    metrics = tables["metrics"].assign(relax_time=tables["metrics"]["relax_time"].astype("Int64"))
+    pd.testing.assert_frame_equal(summarize(metrics), summarize(tables["metrics"]))
+
+
 def test_write_summary_matches_summarize(tables, tmp_path):
     written = write_summary(tables["metrics"], tmp_path / "s.csv", tmp_path / "s.md")
     pd.testing.assert_frame_equal(written, summarize(tables["metrics"]))
@@ -170,3 +175,13 @@ def test_write_summary_matches_summarize(tables, tmp_path):
 def test_a_table_without_the_contract_columns_is_rejected_with_a_needle_error(tables):
     with pytest.raises(NeedleError, match="lacks columns"):
         summarize(tables["metrics"].drop(columns="epochs_since_relax"))
+
+
+def test_best_accuracy_of_a_relaxed_run_ignores_the_relax_point_which_is_the_cnn_itself(tables):
+    metrics = tables["metrics"].copy()
+    relax_point = (metrics["arm"] == "efcn") & (metrics["epochs_since_relax"] == 0) & (
+        metrics["metric"] == "test_accuracy")
+    before = run_outcomes(metrics)
+    metrics.loc[relax_point, "value"] = 0.99
+    after = run_outcomes(metrics)
+    pd.testing.assert_series_equal(after["best_test_accuracy"], before["best_test_accuracy"])

@@ -80,12 +80,13 @@ STYLE = {
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------------------------
-def _symlog_epochs(ax, label, ticks=None):
+def _symlog_epochs(ax, label, ticks=None, steps=(1, 2, 5)):
     """Symlog x axis (linear in [0, 1]) with plain-number tick labels, so epoch 0 is visible.
-    `ticks` (e.g. the relax times, when few) replaces the default 0, 1, 2, 5, 10, 20, ..."""
+    `ticks` (e.g. the relax times, when few) replaces the default 0, 1, 2, 5, 10, 20, ...;
+    narrow panels pass coarser `steps`, e.g. (1, 3) for 0, 1, 3, 10, 30, 100."""
     ax.set_xscale("symlog", linthresh=1, linscale=0.6)
-    if ticks is None or len(ticks) > 8:  # more would crowd: fall back to 1-2-5 steps
-        ticks = [0] + [m * 10**k for k in range(5) for m in (1, 2, 5)]
+    if ticks is None or len(ticks) > 8:  # more would crowd: fall back to steps per decade
+        ticks = [0] + [m * 10**k for k in range(5) for m in steps]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(SymmetricalLogLocator(base=10, linthresh=1, subs=np.arange(2, 10)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
@@ -137,10 +138,15 @@ def _relax_colorbar(fig, axes, mappable, relax_times):
     return colorbar
 
 
-def _kept_runs(metrics):
+def _prepared(metrics, outcomes):
+    """Normalised metrics and their per-run outcomes (computed once by draw_all, or here)."""
+    metrics = normalize_metrics(metrics)
+    return metrics, run_outcomes(metrics) if outcomes is None else outcomes
+
+
+def _kept_runs(metrics, outcomes):
     """Metrics rows of runs that did not diverge, and the count of diverged runs per
     (experiment, arm)."""
-    outcomes = run_outcomes(metrics)
     diverged = outcomes[outcomes["diverged"]]
     keys = ["experiment", "seed", "arm", "relax_time"]
     marked = metrics.merge(outcomes[keys + ["diverged"]], on=keys, how="left")
@@ -173,12 +179,11 @@ def _empty_figure(message, figsize=(8, 3)):
 # ---------------------------------------------------------------------------------------------
 # 1. Final and best test accuracy vs relax time
 # ---------------------------------------------------------------------------------------------
-def plot_accuracy_vs_relax_time(metrics):
+def plot_accuracy_vs_relax_time(metrics, outcomes=None):
     """Final (filled, solid) and best (hollow, dashed) test accuracy vs t_w, mean ± sd over seeds,
     eFCN and eLCN side by side, with the CNN's and the standard FCN's final accuracy as bands."""
-    metrics = normalize_metrics(metrics)
+    metrics, outcomes = _prepared(metrics, outcomes)
     experiments = _experiments(metrics)
-    outcomes = run_outcomes(metrics)
     rows, columns = _grid(len(experiments), 2)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(rows, columns, figsize=(max(4.6 * columns, 7.5), 3.6 * rows + 0.6),
@@ -223,11 +228,11 @@ def plot_accuracy_vs_relax_time(metrics):
 # ---------------------------------------------------------------------------------------------
 # 2. Learning curves
 # ---------------------------------------------------------------------------------------------
-def plot_learning_curves(metrics):
+def plot_learning_curves(metrics, outcomes=None):
     """Test accuracy and train loss vs total epochs: CNN, standard FCN and every relaxed run
     (coloured by t_w, dot at the relax point); one row per experiment and relax arm."""
-    metrics = normalize_metrics(metrics)
-    kept, diverged = _kept_runs(metrics)
+    metrics, outcomes = _prepared(metrics, outcomes)
+    kept, diverged = _kept_runs(metrics, outcomes)
     plain = kept[kept["layer"].isna()]
     panels = [(e, arm) for e in _experiments(metrics) for arm in RELAX_ARMS
               if ((plain["experiment"] == e) & (plain["arm"] == arm)).any()]
@@ -283,12 +288,12 @@ def _layer_order(layers):
     return sorted(layers, key=key)
 
 
-def plot_deviation(metrics):
+def plot_deviation(metrics, outcomes=None):
     """Deviation ||W - P(W)|| / ||W|| vs epochs since relax, per layer and pooled ("all"):
     total (solid), non-locality (dashed), non-sharing (dotted), coloured by t_w. eLCN rows show
     non-sharing only (an eLCN is local by construction)."""
-    metrics = normalize_metrics(metrics)
-    kept, diverged = _kept_runs(metrics)
+    metrics, outcomes = _prepared(metrics, outcomes)
+    kept, diverged = _kept_runs(metrics, outcomes)
     data = kept[kept["metric"].isin(DEVIATION_PARTS) & kept["layer"].notna()]
     if data.empty:
         return _empty_figure("no deviation metrics in the table (no relax runs finished)")
@@ -307,12 +312,13 @@ def plot_deviation(metrics):
             parts = ["deviation_nonsharing"] if arm == "elcn" else list(DEVIATION_PARTS)
             block_axes = axes[block * layer_rows:(block + 1) * layer_rows].flat
             top = mine["value"].max()
+            means = mine.groupby(["layer", "metric", "relax_time", "epochs_since_relax"])["value"].mean()
+            curves = {key: curve.droplevel([0, 1, 2]) for key, curve in means.groupby(level=[0, 1, 2])}
             for index, (ax, layer) in enumerate(zip(block_axes, layers)):
-                for part in parts:
-                    for t_w, run in mine[(mine["layer"] == layer) & (mine["metric"] == part)].groupby("relax_time"):
-                        curve = _mean_curve(run, "epochs_since_relax")
+                for (curve_layer, part, t_w), curve in curves.items():
+                    if curve_layer == layer and part in parts:
                         ax.plot(curve.index, curve.values, color=colour_of[t_w], ls=DEVIATION_PARTS[part][0], lw=1.2)
-                _symlog_epochs(ax, None)
+                _symlog_epochs(ax, None, steps=(1, 3))
                 ax.set_ylim(0, 1.05 * top if top > 0 else 1)
                 ax.set_title(f"{'all layers' if layer == 'all' else layer}", fontsize=9)
                 if index % columns:
@@ -415,11 +421,10 @@ def plot_landscape(landscape):
 # ---------------------------------------------------------------------------------------------
 # 5. Projection probe
 # ---------------------------------------------------------------------------------------------
-def plot_projection_probe(metrics):
+def plot_projection_probe(metrics, outcomes=None):
     """Final test accuracy of each relaxed net (filled markers) next to that of its projection
     P back onto the CNN subspace, read as a CNN (hollow markers), vs t_w, with the CNN band."""
-    metrics = normalize_metrics(metrics)
-    outcomes = run_outcomes(metrics)
+    metrics, outcomes = _prepared(metrics, outcomes)
     experiments = _experiments(metrics)
     rows, columns = _grid(len(experiments), 2)
     with plt.rc_context(STYLE):
@@ -495,13 +500,13 @@ def draw_all(metrics, landscape, parameter_counts, outdir):
     from pathlib import Path
 
     outdir = Path(outdir)
-    metrics = normalize_metrics(metrics)
+    metrics, outcomes = _prepared(metrics, None)
     builders = {
-        "accuracy_vs_relax_time.png": lambda: plot_accuracy_vs_relax_time(metrics),
-        "learning_curves.png": lambda: plot_learning_curves(metrics),
-        "deviation.png": lambda: plot_deviation(metrics),
+        "accuracy_vs_relax_time.png": lambda: plot_accuracy_vs_relax_time(metrics, outcomes),
+        "learning_curves.png": lambda: plot_learning_curves(metrics, outcomes),
+        "deviation.png": lambda: plot_deviation(metrics, outcomes),
         "landscape.png": lambda: plot_landscape(landscape),
-        "projection_probe.png": lambda: plot_projection_probe(metrics),
+        "projection_probe.png": lambda: plot_projection_probe(metrics, outcomes),
     }
     paths = []
     for name in FIGURES:

@@ -2,7 +2,9 @@
 
 Conventions shared with `needle.plotting`:
 - A run is one (experiment, seed, arm, relax_time); cnn and fcn runs have relax_time NaN.
-- A run's *final* value is its value at its last logged epoch; *best* is the max over epochs.
+- A run's *final* value is its value at its last logged epoch; *best* is the max over its logged
+  epochs, for a relax run over epochs after the relax (epochs_since_relax > 0): at relax the
+  eFCN computes exactly the CNN's function, so that row is the CNN's result, not the eFCN's.
 - A run is *diverged* when its `diverged` metric is 1 at its last row. Diverged runs are excluded
   from every mean, sd, best and verdict, and counted separately (they are failures of the
   optimiser at that learning rate, not results).
@@ -71,9 +73,15 @@ def read_metrics(paths):
 def normalize_metrics(metrics):
     """Check columns and give numeric columns numeric dtypes (CSV round trips keep them as text
     when a column is entirely empty)."""
-    metrics = _check_columns(metrics, METRICS_COLUMNS, "metrics table").copy()
-    for column in ("seed", "relax_time", "epoch", "epochs_since_relax", "value"):
-        metrics[column] = pd.to_numeric(metrics[column], errors="coerce")
+    metrics = _check_columns(metrics, METRICS_COLUMNS, "metrics table")
+    numeric = ("seed", "relax_time", "epoch", "epochs_since_relax", "value")
+    if all(metrics[column].dtype == "float64" for column in numeric):
+        return metrics  # already normalised: figures call this often, skip the copy
+    metrics = metrics.copy()
+    for column in numeric:
+        # float64 even from nullable Int64 (the aggregator's relax_time): NA becomes NaN, which
+        # groupby(dropna=False) and the isnan checks below treat as "no relax time".
+        metrics[column] = pd.to_numeric(metrics[column], errors="coerce").astype("float64")
     unknown = set(metrics["arm"].dropna()) - {"cnn", "fcn", *RELAX_ARMS}
     if unknown:
         raise NeedleError(f"metrics table has unknown arms {sorted(unknown)}; arms are cnn, fcn, efcn, elcn")
@@ -134,7 +142,8 @@ def run_outcomes(metrics):
             metrics.groupby(RUN_KEYS, dropna=False)[["dataset", "model"]].first(),
             last_epoch,
             at_last(test, "final_test_accuracy"),
-            test.groupby(RUN_KEYS, dropna=False)["value"].max().rename("best_test_accuracy"),
+            test[~(test["epochs_since_relax"] <= 0)]  # NaN (cnn, fcn) kept
+            .groupby(RUN_KEYS, dropna=False)["value"].max().rename("best_test_accuracy"),
             at_last(metric("projected_test_accuracy"), "final_projected_test_accuracy"),
             at_last(deviation_all, "final_deviation_all"),
             at_last(metric("diverged"), "diverged"),
@@ -267,6 +276,10 @@ def _format_tw(value):
     return "—" if pd.isna(value) else f"{value:g}"
 
 
+def _format_number(value):
+    return "—" if pd.isna(value) else f"{value:.3f}"
+
+
 def _format_verdict(value):
     return "undecided" if pd.isna(value) else ("**yes**" if value else "**no**")
 
@@ -295,7 +308,7 @@ def summary_markdown(summary):
         claim_rows.append([
             r["experiment"], "3: eFCN stays close to the CNN subspace",
             _format_verdict(r["claim3_deviation_small"]),
-            f"largest final deviation (all layers) {r['claim3_max_final_deviation']:.3f} "
+            f"largest final deviation (all layers) {_format_number(r['claim3_max_final_deviation'])} "
             f"vs threshold {r['claim3_threshold']:g}",
         ])
         untested = f"; t_w without finished runs: {r['claim4_tw_without_results']}" if r["claim4_tw_without_results"] else ""
