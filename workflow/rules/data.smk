@@ -1,0 +1,19 @@
+# Data: make each dataset's raw files available once (Debian package, cache or torchvision download).
+
+
+rule prepare_data:
+    output:
+        ready=f"{config['data_dir']}/{{dataset}}.ready",
+    log:
+        "logs/prepare_data/{dataset}.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=2048,
+        runtime=30,
+    params:
+        data_dir=config["data_dir"],
+    shell:
+        "python {workflow.basedir}/workflow/scripts/prepare_data.py --dataset {wildcards.dataset}"
+        " --data-dir {params.data_dir} --done {output.ready} > {log} 2>&1"
