@@ -153,7 +153,8 @@ def test_verdicts_are_undecided_without_the_arms_that_decide_them(tables):
 def test_summarize_script_reads_csv_and_writes_csv_and_markdown_under_snakemake(tmp_path):
     paths = write_synthetic_tables(tmp_path, experiments=("fashion-a",))
     fake = SimpleNamespace(input=SimpleNamespace(metrics=[str(paths["metrics"])]),
-                           output=SimpleNamespace(csv=str(tmp_path / "summary.csv"), md=str(tmp_path / "summary.md")),
+                           output=SimpleNamespace(csv=str(tmp_path / "summary.csv"),
+                                                  markdown=str(tmp_path / "summary.md")),
                            params=SimpleNamespace(deviation_threshold=0.5), log=[str(tmp_path / "summary.log")])
     runpy.run_path(str(SCRIPTS / "summarize.py"), init_globals={"snakemake": fake})
     written = pd.read_csv(tmp_path / "summary.csv")

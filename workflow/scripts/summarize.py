@@ -3,8 +3,8 @@
 Standalone:
     python workflow/scripts/summarize.py --metrics results/E/metrics.csv [more.csv ...] \
         --csv results/summary.csv --markdown results/summary.md [--deviation-threshold 0.5]
-Under Snakemake's `script:`: input.metrics (one or several tables), output.csv and output.md
-(or output[0] and output[1]), optional params.deviation_threshold.
+Under Snakemake's `script:`: input.metrics (one or several tables), output.csv and
+output.markdown (or output.md, or output[0] and output[1]), optional params.deviation_threshold.
 """
 
 import argparse
@@ -39,7 +39,7 @@ def main(argv=None):
 
 def run_under_snakemake(smk):
     csv_path = getattr(smk.output, "csv", None) or smk.output[0]
-    markdown_path = getattr(smk.output, "md", None) or smk.output[1]
+    markdown_path = getattr(smk.output, "markdown", None) or getattr(smk.output, "md", None) or smk.output[1]
     threshold = float(getattr(smk.params, "deviation_threshold", DEFAULT_DEVIATION_THRESHOLD))
     summary = summarize_files(smk.input.metrics, csv_path, markdown_path, threshold)
     message = f"summarised {len(summary)} experiment(s) into {csv_path} and {markdown_path}\n"
