@@ -19,12 +19,13 @@ rule train_fcn:
         runtime=480,
         gpu=TRAINING_GPU,
     params:
+        script=stage_script("train_fcn.py"),
         data=data_args,
         model=model_args,
         optimiser=lambda wildcards: optimiser_args(wildcards, "fcn"),
         resume_dir=lambda wildcards: f"{run_dir(wildcards)}/fcn/resume",
         runtime=lambda wildcards, threads: runtime_args(threads),
     shell:
-        "python {workflow.basedir}/workflow/scripts/train_fcn.py {params.data} {params.model}"
+        "python {params.script} {params.data} {params.model}"
         " {params.optimiser} {params.runtime} --metrics {output.metrics}"
         " --final-weights {output.final} --resume-dir {params.resume_dir} > {log} 2>&1"

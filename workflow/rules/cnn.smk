@@ -19,6 +19,7 @@ rule train_cnn:
         runtime=240,
         gpu=TRAINING_GPU,
     params:
+        script=stage_script("train_cnn.py"),
         data=data_args,
         model=model_args,
         optimiser=lambda wildcards: optimiser_args(wildcards, "cnn"),
@@ -28,7 +29,7 @@ rule train_cnn:
         resume_dir=lambda wildcards: f"{run_dir(wildcards)}/cnn/resume",
         runtime=lambda wildcards, threads: runtime_args(threads),
     shell:
-        "python {workflow.basedir}/workflow/scripts/train_cnn.py {params.data} {params.model}"
+        "python {params.script} {params.data} {params.model}"
         " {params.optimiser} {params.runtime} --checkpoint-points {params.checkpoint_points}"
         " --checkpoint-dir {output.checkpoints} --metrics {output.metrics}"
         " --resume-dir {params.resume_dir} > {log} 2>&1"

@@ -47,6 +47,16 @@ def local_gpus() -> int:
     return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
+envvars:
+    "PATH",
+
+
+# `.venv/bin/snakemake` without an activated venv: rules' `python` is the driver's (conda envs,
+# when used, come first on PATH anyway).
+os.environ["PATH"] = (
+    f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+)
+
 GPUS = local_gpus()
 workflow.global_resources.setdefault("gpu", GPUS)  # local runs: at most one job per GPU
 TRAINING_GPU = (
@@ -56,6 +66,11 @@ TRAINING_GPU = (
 
 def experiment(wildcards):
     return EXPERIMENTS[wildcards.experiment]
+
+
+def stage_script(name: str) -> str:
+    """Absolute path of a stage script, so the workflow also runs with --directory elsewhere."""
+    return str(Path(workflow.basedir) / "workflow" / "scripts" / name)
 
 
 def run_dir(wildcards) -> str:
@@ -144,3 +159,32 @@ def training_mem_mb(wildcards, stage: str) -> int:
     if stage == "cnn":
         return 4096
     return efcn_training_mb(settings, arm=getattr(wildcards, "arm", "fcn")) + 2048
+
+
+def landscape_inputs(wildcards):
+    settings = experiment(wildcards)
+    base = run_dir(wildcards)
+    times = settings["landscape"]["relax_times"]
+    return {
+        "ready": dataset_ready(wildcards),
+        "checkpoints": f"{base}/cnn/checkpoints",
+        "efcn_finals": [f"{base}/efcn/relax_at_epoch{time}/final.pt" for time in times],
+        "fcn_final": f"{base}/fcn/final.pt",
+    }
+
+
+def run_arguments(wildcards) -> str:
+    return " ".join(
+        f"--run {seed} {arm} {relax_time} {path}"
+        for seed, arm, relax_time, path in run_metrics(wildcards.experiment)
+    )
+
+
+def landscape_tables(wildcards) -> list[str]:
+    settings = experiment(wildcards)
+    if not settings["landscape"]["relax_times"]:
+        return []
+    return [
+        f"results/{wildcards.experiment}/seed{seed}/landscape.csv"
+        for seed in settings["seeds"]
+    ]

@@ -13,7 +13,8 @@ rule prepare_data:
         mem_mb=2048,
         runtime=30,
     params:
-        data_dir=config["data_dir"],
+        script=stage_script("prepare_data.py"),
+        data_dir=lambda wildcards, output: Path(output.ready).parent,
     shell:
-        "python {workflow.basedir}/workflow/scripts/prepare_data.py --dataset {wildcards.dataset}"
+        "python {params.script} --dataset {wildcards.dataset}"
         " --data-dir {params.data_dir} --done {output.ready} > {log} 2>&1"

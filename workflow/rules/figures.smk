@@ -39,9 +39,10 @@ rule plot_figures:
         mem_mb=2048,
         runtime=15,
     params:
+        script=stage_script("plot_figures.py"),
         outdir=lambda wildcards: f"results/{wildcards.experiment}/figures",
     shell:
-        "python {workflow.basedir}/workflow/scripts/plot_figures.py --metrics {input.metrics}"
+        "python {params.script} --metrics {input.metrics}"
         " --landscape {input.landscape} --parameter-counts {input.parameter_counts}"
         " --outdir {params.outdir} > {log} 2>&1"
 
@@ -65,8 +66,10 @@ rule summarize:
     resources:
         mem_mb=2048,
         runtime=15,
+    params:
+        script=stage_script("summarize.py"),
     shell:
-        "python {workflow.basedir}/workflow/scripts/summarize.py --metrics {input.metrics}"
+        "python {params.script} --metrics {input.metrics}"
         " --csv {output.csv} --markdown {output.markdown} > {log} 2>&1"
 
 

@@ -1,18 +1,6 @@
 # Landscape: loss and accuracy along straight lines between eFCN and FCN solutions (claim 6).
 
 
-def landscape_inputs(wildcards):
-    settings = experiment(wildcards)
-    base = run_dir(wildcards)
-    times = settings["landscape"]["relax_times"]
-    return {
-        "ready": dataset_ready(wildcards),
-        "checkpoints": f"{base}/cnn/checkpoints",
-        "efcn_finals": [f"{base}/efcn/relax_at_epoch{time}/final.pt" for time in times],
-        "fcn_final": f"{base}/fcn/final.pt",
-    }
-
-
 rule landscape:
     input:
         unpack(landscape_inputs),
@@ -30,6 +18,7 @@ rule landscape:
         runtime=120,
         gpu=TRAINING_GPU,
     params:
+        script=stage_script("interpolate.py"),
         data=data_args,
         model=model_args,
         relax_times=lambda wildcards: " ".join(
@@ -40,7 +29,7 @@ rule landscape:
         eval_batch_size=lambda wildcards: experiment(wildcards)["eval_batch_size"],
         runtime=lambda wildcards, threads: runtime_args(threads),
     shell:
-        "python {workflow.basedir}/workflow/scripts/interpolate.py {params.data} {params.model}"
+        "python {params.script} {params.data} {params.model}"
         " --experiment {wildcards.experiment} --relax-times {params.relax_times}"
         " --cnn-checkpoints $(for t in {params.relax_times}; do printf '%s ' {input.checkpoints}/epoch$t.pt; done)"
         " --efcn-finals {input.efcn_finals} --fcn-final {input.fcn_final}"

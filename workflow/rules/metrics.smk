@@ -1,23 +1,6 @@
 # Metrics: one tidy table per experiment (every run, epoch, metric and layer) + parameter counts.
 
 
-def run_arguments(wildcards) -> str:
-    return " ".join(
-        f"--run {seed} {arm} {relax_time} {path}"
-        for seed, arm, relax_time, path in run_metrics(wildcards.experiment)
-    )
-
-
-def landscape_tables(wildcards) -> list[str]:
-    settings = experiment(wildcards)
-    if not settings["landscape"]["relax_times"]:
-        return []
-    return [
-        f"results/{wildcards.experiment}/seed{seed}/landscape.csv"
-        for seed in settings["seeds"]
-    ]
-
-
 rule aggregate_metrics:
     input:
         runs=lambda wildcards: [path for *_, path in run_metrics(wildcards.experiment)],
@@ -34,11 +17,12 @@ rule aggregate_metrics:
         mem_mb=2048,
         runtime=15,
     params:
+        script=stage_script("aggregate_metrics.py"),
         dataset=lambda wildcards: experiment(wildcards)["dataset"],
         model=lambda wildcards: experiment(wildcards)["model"],
         runs=run_arguments,
     shell:
-        "python {workflow.basedir}/workflow/scripts/aggregate_metrics.py --experiment {wildcards.experiment}"
+        "python {params.script} --experiment {wildcards.experiment}"
         " --dataset {params.dataset} --model {params.model} {params.runs}"
         " --landscape {input.landscape} --output {output.metrics}"
         " --landscape-output {output.landscape} > {log} 2>&1"
@@ -56,11 +40,12 @@ rule parameter_counts:
         mem_mb=2048,
         runtime=15,
     params:
+        script=stage_script("parameter_counts.py"),
         dataset=lambda wildcards: experiment(wildcards)["dataset"],
         canvas_size=lambda wildcards: experiment(wildcards)["canvas_size"],
         model=model_args,
     shell:
-        "python {workflow.basedir}/workflow/scripts/parameter_counts.py --experiment {wildcards.experiment}"
+        "python {params.script} --experiment {wildcards.experiment}"
         " --dataset {params.dataset} --canvas-size {params.canvas_size} {params.model}"
         " --output {output} > {log} 2>&1"
 

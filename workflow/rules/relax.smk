@@ -22,13 +22,14 @@ rule relax:
         runtime=480,
         gpu=TRAINING_GPU,
     params:
+        script=stage_script("relax.py"),
         data=data_args,
         model=model_args,
         optimiser=lambda wildcards: optimiser_args(wildcards, "relax"),
         resume_dir=lambda wildcards: f"{run_dir(wildcards)}/{wildcards.arm}/relax_at_epoch{wildcards.relax_time}/resume",
         runtime=lambda wildcards, threads: runtime_args(threads),
     shell:
-        "python {workflow.basedir}/workflow/scripts/relax.py {params.data} {params.model}"
+        "python {params.script} {params.data} {params.model}"
         " {params.optimiser} {params.runtime} --arm {wildcards.arm}"
         " --relax-time {wildcards.relax_time} --checkpoint {input.checkpoints}/epoch{wildcards.relax_time}.pt"
         " --metrics {output.metrics} --final-weights {output.final}"
