@@ -4,7 +4,9 @@ import argparse
 
 import pandas as pd
 
-from needle import checkpoints, cli, tables
+from needle import tables
+from needle.atomic import atomic_write_text
+from needle.errors import run_main
 
 
 def main() -> None:
@@ -26,13 +28,13 @@ def main() -> None:
     if not runs:
         parser.error("give at least one --run")
     table = tables.tidy_experiment(runs)
-    checkpoints.atomic_write_text(args.output, table.to_csv(index=False))
+    atomic_write_text(args.output, table.to_csv(index=False))
     if args.landscape_output:
         frames = [pd.read_csv(path) for path in args.landscape]
         landscape = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=tables.LANDSCAPE_COLUMNS)
-        checkpoints.atomic_write_text(args.landscape_output, landscape.to_csv(index=False))
+        atomic_write_text(args.landscape_output, landscape.to_csv(index=False))
     print(f"[needle] {args.experiment}: {len(runs)} runs, {len(table)} rows -> {args.output}")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    run_main(main)

@@ -1,8 +1,6 @@
-"""Atomic writes and safe, explicit checkpoint loading.
+"""Checkpoints: atomic saving and safe, explicit loading.
 
-Every file the pipeline declares is written to a temporary name in the same folder and then renamed:
-a rename within one file system is atomic, so a killed job never leaves a truncated file under a
-name Snakemake (or a user) would trust. Checkpoints hold only tensors and plain metadata, so they load
+Checkpoints hold only tensors and plain metadata, so they load
 with ``torch.load(..., weights_only=True)`` (no arbitrary code runs when reading a file).
 """
 
@@ -16,33 +14,10 @@ from typing import Any, Iterator
 
 import torch
 
+from needle.atomic import atomic_path, atomic_write_text  # noqa: F401  (re-exported)
 from needle.errors import NeedleError
 
 FORMAT = "needle-checkpoint-v1"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else remove it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(temporary)
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would (umask).
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(text)
 
 
 def save(payload: dict[str, Any], path: str | os.PathLike) -> None:

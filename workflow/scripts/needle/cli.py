@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 import torch
 
 from needle.device import PRECISIONS, pick_device
-from needle.errors import NeedleError
+from needle.errors import run_main
 from needle.protocol import DataSpec, ModelSpec
 from needle.training import TrainConfig
 
@@ -90,10 +89,4 @@ def runtime_device(args) -> torch.device:
     return pick_device(args.device)
 
 
-def run(main) -> None:
-    """Run ``main()``; bad input ends the process with one line on stderr and exit status 2."""
-    try:
-        main()
-    except NeedleError as error:
-        print(f"needle: error: {error}", file=sys.stderr)
-        sys.exit(2)
+run = run_main  # the one-line error convention, shared with the torch-free scripts

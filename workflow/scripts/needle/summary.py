@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from needle.atomic import atomic_path as atomic_output, atomic_write_text
 from needle.errors import NeedleError
 
 METRICS_COLUMNS = [
@@ -88,28 +89,8 @@ def normalize_metrics(metrics):
     return metrics
 
 
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path in `path`'s folder; on success rename it to `path`, so a killed job
-    never leaves a half-written output behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the output normal permissions
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def write_text_atomic(path, text):
-    with atomic_output(path) as temporary:
-        Path(temporary).write_text(text, encoding="utf-8")
+    atomic_write_text(path, text)
 
 
 def write_csv_atomic(path, frame):
