@@ -57,8 +57,10 @@ def run_script(name: str, *args, env: dict | None = None, check: bool = True, ti
     return result
 
 
-def run_scripts(commands: list[tuple], *, jobs: int = 2, env: dict | None = None, timeout: float = 300) -> list:
-    """Run several (script, *args) commands, ``jobs`` at a time (their import time dominates)."""
+def run_scripts(commands: list[tuple], *, jobs: int = 2, env: dict | None = None, timeout: float = 300,
+                check: bool = True) -> list:
+    """Run several (script, *args) commands, ``jobs`` at a time (their import time dominates);
+    with check=True the first failure stops the others and shows its stderr."""
     pending = list(enumerate(commands))
     running: list[tuple[int, subprocess.Popen, float]] = []
     results: list = [None] * len(commands)
@@ -71,7 +73,7 @@ def run_scripts(commands: list[tuple], *, jobs: int = 2, env: dict | None = None
         index, process, started = running.pop(0)
         stdout, stderr = process.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))
         results[index] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-        if process.returncode != 0:
+        if check and process.returncode != 0:
             for _, other, _ in running:
                 other.kill()
                 other.wait()

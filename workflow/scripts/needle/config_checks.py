@@ -81,7 +81,12 @@ def _machine_memory_mb() -> int | None:
         return None
 
 
-def check_experiment(name: str, settings: dict, memory_limit_mb: int | None) -> None:
+def _size(megabytes: float) -> str:
+    """A memory size people can compare at a glance (MiB below 1 GiB, else GiB)."""
+    return f"{megabytes:.0f} MiB" if megabytes < 1024 else f"{megabytes / 1024:.1f} GiB"
+
+
+def check_experiment(name: str, settings: dict, memory_limit_mb: float | None, configured_limit: bool = False) -> None:
     where = f"experiments.{name}"
     channels, train_images, test_images, image_size, _ = DATASET_FACTS[settings["dataset"]]
     for key, limit in (("train_size", train_images), ("test_size", test_images)):
@@ -112,15 +117,16 @@ def check_experiment(name: str, settings: dict, memory_limit_mb: int | None) -> 
         for arm in sorted({"fcn", *settings["relax"]["arms"]}):
             needed = efcn_training_mb(settings, arm)
             if needed > memory_limit_mb:
+                limit = "max_memory_gb" if configured_limit else "this machine's memory (set max_memory_gb)"
                 raise NeedleError(
-                    f"{where}: training its {arm} needs about {needed / 1024:.1f} GiB, more than the "
-                    f"{memory_limit_mb / 1024:.1f} GiB available; lower width or canvas_size, or raise max_memory_gb"
+                    f"{where}: training its {arm} needs about {_size(needed)}, more than the {_size(memory_limit_mb)} "
+                    f"of {limit}; lower {where}.width or {where}.canvas_size, or raise max_memory_gb"
                 )
 
 
 def check_config(config: dict) -> None:
     """Raise NeedleError (one line, naming the key) for the first impossible setting."""
     limit_gb = config.get("max_memory_gb")
-    memory_limit_mb = int(limit_gb * 1024) if limit_gb else _machine_memory_mb()
+    memory_limit_mb = limit_gb * 1024 if limit_gb else _machine_memory_mb()
     for name, settings in config["experiments"].items():
-        check_experiment(name, settings, memory_limit_mb)
+        check_experiment(name, settings, memory_limit_mb, configured_limit=bool(limit_gb))

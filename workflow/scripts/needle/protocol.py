@@ -8,6 +8,8 @@ declared output, so Snakemake does not delete it when it reruns an interrupted j
 from __future__ import annotations
 
 import csv
+import glob
+import hashlib
 import io
 import os
 import shutil
@@ -21,7 +23,7 @@ from needle import checkpoints, data as datasets, deviation, embed, models
 from needle.device import check_fits, training_bytes
 from needle.errors import NeedleError
 from needle.schedule import checkpoint_epochs
-from needle.training import Trainer, TrainConfig, evaluate
+from needle.training import Trainer, TrainConfig, TrainingDiverged, evaluate
 
 ARMS = ("efcn", "elcn")
 
@@ -71,6 +73,7 @@ def build_cnn(arch: dict) -> torch.nn.Sequential:
 
 def write_metrics(rows: list[dict], path: str | os.PathLike) -> None:
     """Per-run metrics as CSV (one row per epoch), written atomically."""
+    _remove_stale_temporaries(Path(path))
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
@@ -90,6 +93,86 @@ def _checkpoint_payload(kind: str, arch: dict, epoch: int, model, optimizer=None
     return payload
 
 
+# -- resumable state -------------------------------------------------------------------------------------
+RESUME_INPUTS = "inputs.txt"
+
+
+def data_fingerprint(data) -> str:
+    """Cheap identity of the tensors a run trains on (subset, canvas placement, normalisation)."""
+    labels = hashlib.sha256(data.train_y.cpu().numpy().tobytes()).hexdigest()[:16]
+    # float32 sums (no float64 copy of the data on the GPU), printed to 6 digits so that another
+    # thread count's summation order cannot change the identity.
+    per_image = data.train_x.flatten(1).sum(1).double()
+    weights = torch.arange(1, len(per_image) + 1, dtype=torch.float64, device=per_image.device)
+    return (f"{data.name} train{tuple(data.train_x.shape)} test{tuple(data.test_x.shape)} labels {labels} "
+            f"sum {per_image.sum().item():.6e} weighted {(per_image * weights).sum().item():.6e} "
+            f"test sum {data.test_x.sum().item():.6e}")
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporaries that killed atomic writes of ``path`` left beside it (SIGKILL skips the
+    cleanup), so that reruns do not pile them up in output folders. Each path has one writer."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _publish(source: Path, path: Path) -> None:
+    """Atomically put a copy of ``source`` at ``path``, keeping ``source``: when a job is killed while
+    publishing its staged files, the rerun still has all of them to publish."""
+    _remove_stale_temporaries(path)
+    with checkpoints.atomic_path(path) as temporary:
+        try:
+            temporary.unlink()
+            os.link(source, temporary)  # same file system: no bytes copied
+        except OSError:
+            shutil.copyfile(source, temporary)
+
+
+def _clear_resume_dir(resume_dir: Path) -> None:
+    """Remove what this module puts into ``resume_dir`` (and the folder once empty), nothing else:
+    a mistyped --resume-dir must never cost a user their files."""
+    staged = resume_dir / "checkpoints"
+    ours = [resume_dir / "state.pt", resume_dir / RESUME_INPUTS, *staged.glob("epoch*.pt"),
+            *staged.glob(".epoch*.pt.*.tmp")]
+    for path in ours:
+        path.unlink(missing_ok=True)
+        _remove_stale_temporaries(path)
+    for folder in (staged, resume_dir):
+        try:
+            folder.rmdir()
+        except OSError:  # absent, or holds files that are not ours
+            pass
+
+
+def _claim_resume_dir(resume_dir: Path, inputs: str, log) -> None:
+    """Keep resume state only when it was made from the same inputs (data, network, checkpoint).
+
+    The trainer's own fingerprint covers the optimiser settings; this covers what it cannot see, so
+    that a run interrupted, then rerun after the config or the CNN changed, starts afresh instead of
+    continuing from weights trained on something else.
+    """
+    marker = resume_dir / RESUME_INPUTS
+    _remove_stale_temporaries(resume_dir / "state.pt")
+    recorded = marker.read_text() if marker.is_file() else None
+    if recorded != inputs:
+        if (resume_dir / "state.pt").exists():
+            print(f"[needle] ignoring resume state in {resume_dir}: made from other data, network or checkpoint",
+                  file=log)
+        _clear_resume_dir(resume_dir)
+        checkpoints.atomic_write_text(marker, inputs)
+
+
+def _run_or_clean_up(trainer: Trainer, resume_dir: Path) -> list[dict]:
+    """``trainer.run()``; a divergence that fails the run also drops its staged files, so a failed
+    job leaves nothing behind but its log."""
+    try:
+        return trainer.run()
+    except TrainingDiverged:
+        _clear_resume_dir(resume_dir)
+        raise
+
+
 # -- stage 1: the CNN ----------------------------------------------------------------------------------
 def train_cnn(data, arch: dict, config: TrainConfig, *, checkpoint_dir, metrics_path, resume_dir,
               checkpoint_points: int = 20, log=sys.stderr) -> list[dict]:
@@ -97,6 +180,7 @@ def train_cnn(data, arch: dict, config: TrainConfig, *, checkpoint_dir, metrics_
     resume_dir = Path(resume_dir)
     staged = resume_dir / "checkpoints"
     epochs_to_save = checkpoint_epochs(config.epochs, checkpoint_points)
+    _claim_resume_dir(resume_dir, f"cnn {arch} checkpoints {epochs_to_save}\n{data_fingerprint(data)}\n", log)
     torch.manual_seed(config.seed)
     cnn = build_cnn(arch).to(data.train_x.device)
 
@@ -106,16 +190,21 @@ def train_cnn(data, arch: dict, config: TrainConfig, *, checkpoint_dir, metrics_
 
     trainer = Trainer(cnn, data, config, run_name="cnn", on_checkpoint=save_checkpoint,
                       checkpoint_at=tuple(epochs_to_save), state_path=resume_dir / "state.pt", log=log)
-    rows = trainer.run()
+    rows = _run_or_clean_up(trainer, resume_dir)
     if rows[-1]["diverged"]:
-        raise NeedleError("the CNN diverged: lower lr or raise batch_size (no relax run can start from it)")
+        _clear_resume_dir(resume_dir)  # a rerun must train afresh, not resume into the same NaN
+        raise NeedleError(
+            f"the CNN diverged at epoch {rows[-1]['epoch']}: lower cnn.lr or raise cnn.batch_size "
+            "(no relax run can start from a diverged CNN, so on_divergence: record does not apply to it)"
+        )
     checkpoint_dir = Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     for epoch in epochs_to_save:
-        os.replace(staged / f"epoch{epoch}.pt", checkpoint_dir / f"epoch{epoch}.pt")
+        # Copies, not moves: a kill in this loop must leave every staged file for the rerun.
+        _publish(staged / f"epoch{epoch}.pt", checkpoint_dir / f"epoch{epoch}.pt")
     write_metrics(rows, metrics_path)
     trainer.clear_state()
-    shutil.rmtree(resume_dir, ignore_errors=True)
+    _clear_resume_dir(Path(resume_dir))
     return rows
 
 
@@ -158,12 +247,14 @@ def _check_dense_fits(cnn, arm: str, config: TrainConfig, device) -> None:
 
 
 def _dense_run(net, cnn_template, data, arch, config, *, run_name, metrics_path, final_weights_path, resume_dir,
-               epoch_offset, log, arm, relax_time=None) -> list[dict]:
+               epoch_offset, log, arm, relax_time=None, inputs="") -> list[dict]:
+    _claim_resume_dir(Path(resume_dir), f"{arm} {arch}\n{inputs}{data_fingerprint(data)}\n", log)
     probe = DenseProbe(net, cnn_template, data, config.eval_batch_size, config.precision)
     trainer = Trainer(net, data, config, run_name=run_name, extra_metrics=probe,
                       state_path=Path(resume_dir) / "state.pt", epoch_offset=epoch_offset, log=log)
-    rows = trainer.run()
+    rows = _run_or_clean_up(trainer, Path(resume_dir))
     if final_weights_path:
+        _remove_stale_temporaries(Path(final_weights_path))
         checkpoints.save(
             _checkpoint_payload(arm, arch, rows[-1]["epoch"], net, relax_time=relax_time,
                                 diverged=rows[-1]["diverged"]),
@@ -171,7 +262,7 @@ def _dense_run(net, cnn_template, data, arch, config, *, run_name, metrics_path,
         )
     write_metrics(rows, metrics_path)
     trainer.clear_state()
-    shutil.rmtree(resume_dir, ignore_errors=True)
+    _clear_resume_dir(Path(resume_dir))
     return rows
 
 
@@ -190,7 +281,8 @@ def relax(data, arch: dict, config: TrainConfig, *, arm: str, relax_time: int, c
     torch.manual_seed(config.seed)  # dropout stream of the relaxed net
     return _dense_run(net, cnn, data, arch, config, run_name=f"{arm} relaxed at epoch {relax_time}",
                       metrics_path=metrics_path, final_weights_path=final_weights_path, resume_dir=resume_dir,
-                      epoch_offset=relax_time, log=log, arm=arm, relax_time=relax_time)
+                      epoch_offset=relax_time, log=log, arm=arm, relax_time=relax_time,
+                      inputs=f"from {hashlib.sha256(Path(checkpoint_path).read_bytes()).hexdigest()}\n")
 
 
 # -- the baseline: a standard FCN of the eFCN's shapes ----------------------------------------------------------
