@@ -142,10 +142,55 @@ class LocallyConnected2d(_ConvGeometry):
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        patches = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)  # (N, K, L)
-        out = torch.bmm(patches.permute(2, 0, 1), self.weight.transpose(1, 2))  # (L, N, C')
-        out = out.permute(1, 2, 0).reshape(x.shape[0], *self.out_shape)
-        return out + self.bias if self.bias is not None else out
+        return _LocallyConnected.apply(x, self.weight, self.bias, self.kernel_size, self.stride,
+                                       self.padding, self.out_shape)
+
+
+class _LocallyConnected(torch.autograd.Function):
+    """out[n, o, l] = bias[o, l] + sum_k weight[l, o, k] * patch[l, k, n], as one batched matmul
+    over positions l, with every operand laid out so that each per-position matrix has a unit
+    stride. Plain autograd through F.unfold + permute + bmm hands CPU bmm a gradient whose
+    per-position matrices have no unit stride, so it copied each of the L matrices separately, and
+    im2col/col2im plus the transposing copies of the (K x L x N) patch tensor cost more than the
+    products (the eLCN ran slower than the much larger eFCN). Here the input is put batch-last
+    once, (C, H, W, N) (small), so the patches (L, K, N) are gathered in contiguous runs of N, the
+    upstream gradient is transposed once (small), and the input gradient is scattered back with one
+    strided add per kernel offset; it is only formed when needed (never for the first layer)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, kernel_size, stride, padding, out_shape):
+        n, c = x.shape[:2]
+        (oc, oh, ow), (kh, kw), (sh, sw), (ph, pw) = out_shape, kernel_size, stride, padding
+        batch_last = F.pad(x, (pw, pw, ph, ph)).permute(1, 2, 3, 0)  # (C, Hp, Wp, N) view
+        windows = batch_last.unfold(1, kh, sh)[:, :oh].unfold(2, kw, sw)[:, :, :ow]  # (C, H', W', N, kh, kw)
+        cols = windows.permute(1, 2, 0, 4, 5, 3).reshape(oh * ow, c * kh * kw, n)  # (L, K, N) one copy
+        if bias is not None:
+            out = torch.baddbmm(bias.reshape(oc, oh * ow).t().unsqueeze(2), weight, cols)  # (L, C', N)
+        else:
+            out = torch.bmm(weight, cols)
+        ctx.save_for_backward(weight, cols)
+        ctx.geometry = (x.shape, kernel_size, stride, padding, out_shape, bias is not None)
+        return out.permute(2, 1, 0).reshape(n, oc, oh, ow)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        weight, cols = ctx.saved_tensors
+        (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (oc, oh, ow), has_bias = ctx.geometry
+        grad_l = grad_out.reshape(n, oc, oh * ow).permute(2, 1, 0).contiguous()  # (L, C', N)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_cols = torch.bmm(weight.transpose(1, 2), grad_l).view(oh, ow, c, kh, kw, n)
+            grad_padded = grad_l.new_zeros(c, h + 2 * ph, w + 2 * pw, n)
+            for ki in range(kh):
+                for kj in range(kw):
+                    grad_padded[:, ki:ki + sh * (oh - 1) + 1:sh, kj:kj + sw * (ow - 1) + 1:sw] += \
+                        grad_cols[:, :, :, ki, kj].permute(2, 0, 1, 3)
+            grad_x = grad_padded[:, ph:ph + h, pw:pw + w].permute(3, 0, 1, 2).contiguous()
+        if ctx.needs_input_grad[1]:
+            grad_weight = torch.bmm(grad_l, cols.transpose(1, 2))  # (L, C', K)
+        if has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_l.sum(2).t().reshape(oc, oh, ow)
+        return grad_x, grad_weight, grad_bias, None, None, None, None
 
 
 def _dense_offset_view(weight: torch.Tensor, layer: Dense2d, ki, kj, i0, i1, j0, j1) -> torch.Tensor:
