@@ -2,7 +2,7 @@
 
 One loop serves the CNN, the relaxed eFCN/eLCN and the standard FCN, so that the three arms of the
 protocol differ only in the network they train. The whole (sub)set lives as tensors on the device:
-an epoch is one permutation copy plus slicing, and the only host syncs are once per epoch.
+an epoch gathers each batch through one permutation, and the only host syncs are once per epoch.
 """
 
 from __future__ import annotations
@@ -164,17 +164,19 @@ class Trainer:
         """One pass of SGD; returns the running mean loss and accuracy over the epoch's batches."""
         data, config, model = self.data, self.config, self.model
         count = len(data.train_x)
-        if config.shuffle:
-            order = torch.randperm(count, generator=self.order_generator).to(self.device)
-            inputs, labels = data.train_x[order], data.train_y[order]
-        else:
-            inputs, labels = data.train_x, data.train_y
+        # Gather each batch from the permutation as it is needed (same batches as permuting the
+        # whole set first, without a second copy of the training set every epoch).
+        order = torch.randperm(count, generator=self.order_generator).to(self.device) if config.shuffle else None
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         model.train()
         for start in range(0, count, config.batch_size):
-            batch_inputs = inputs[start : start + config.batch_size]
-            batch_labels = labels[start : start + config.batch_size]
+            if order is None:
+                batch_inputs = data.train_x[start : start + config.batch_size]
+                batch_labels = data.train_y[start : start + config.batch_size]
+            else:
+                batch = order[start : start + config.batch_size]
+                batch_inputs, batch_labels = data.train_x[batch], data.train_y[batch]
             with autocast(self.device, config.precision):
                 logits = model(batch_inputs)
             loss = F.cross_entropy(logits.float(), batch_labels)
