@@ -2,10 +2,11 @@
 and no declared output (metrics.csv, checkpoints/epoch*.pt, final.pt) is ever seen truncated.
 
 Each stage runs once uninterrupted (the reference), then as a chain: start, SIGKILL at a seeded random
-moment, start the same command again, ... and a last start runs to the end. A kill moment is drawn
-once the run has written fresh resume state (so it lands in training or in writing the outputs, not
-while torch is still being imported): uniform over 1.2 times the training time the run has left,
-estimated from the reference's time per epoch and the epoch the resume state holds.
+moment, start the same command again, ... and a last start runs to the end. A kill moment is an epoch
+drawn uniformly from those the run has left, plus a uniform fraction of one epoch's time: the test
+counts the run's resume-state writes (one per epoch, each a new file) and kills that long after the
+drawn one. So kills land in training, in saving state or checkpoints, or in writing the outputs,
+wherever the machine's load puts the run, never while torch is still being imported.
 """
 
 from __future__ import annotations
@@ -96,17 +97,26 @@ def resumed_epochs(state: Path) -> int:
     return len(load_tensors(state)["rows"]) - 1 if state.exists() else 0
 
 
-def kill_at_random(command: tuple, out: Path, delay: float, log: list) -> None:
-    """Start ``command``; once it has written fresh resume state, wait ``delay`` s and SIGKILL it."""
+def state_identity(state: Path):
+    try:
+        status = state.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns  # an atomic rewrite is a new inode
+
+
+def kill_at_random(command: tuple, out: Path, writes: int, delay: float, log: list) -> None:
+    """Start ``command``; after its ``writes``-th resume-state write, wait ``delay`` s and SIGKILL it."""
     state = out / "resume" / "state.pt"
-    started = time.time()
+    seen, last = 0, state_identity(state)
     process = subprocess.Popen(script_command(*command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=script_env())
     try:
-        while process.poll() is None:
-            if state.exists() and state.stat().st_mtime > started:
-                break
-            time.sleep(0.02)
+        while process.poll() is None and seen < writes:
+            current = state_identity(state)
+            if current is not None and current != last:
+                seen, last = seen + 1, current
+            time.sleep(0.005)
         time.sleep(delay)
         finished = process.poll() is not None
         process.send_signal(signal.SIGKILL)
@@ -117,7 +127,7 @@ def kill_at_random(command: tuple, out: Path, delay: float, log: list) -> None:
             process.wait()
     where = "after the run ended" if finished else (
         f"with resume state at epoch {resumed_epochs(state)}" if state.exists() else "while exiting")
-    log.append(f"{out.name}: SIGKILL {delay:.2f} s after fresh resume state, {where}")
+    log.append(f"{out.name}: SIGKILL {delay:.2f} s after resume-state write {writes}, {where}")
 
 
 def kill_chain(name: str, command: tuple, out: Path, reference: Path, seconds: float, rng: random.Random,
@@ -125,7 +135,7 @@ def kill_chain(name: str, command: tuple, out: Path, reference: Path, seconds: f
     per_epoch = seconds / EPOCHS[name]
     for _ in range(KILLS[name]):
         left = EPOCHS[name] - resumed_epochs(out / "resume" / "state.pt")
-        kill_at_random(command, out, rng.uniform(0, 1.2 * max(left, 1) * per_epoch), log)
+        kill_at_random(command, out, rng.randint(1, max(left, 1)), rng.uniform(0, per_epoch), log)
         assert_outputs_complete(out, reference)
     result = run_script(*command)
     assert "ignoring resume state" not in result.stderr
