@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import math
 import io
 import os
 import shutil
@@ -224,13 +225,18 @@ class DenseProbe:
         self.cnn_template, self.data = cnn_template, data
         self.eval_batch_size, self.precision = eval_batch_size, precision
         self.start = [parameter.detach().clone() for parameter in net.parameters()]
-        self.start_norm = torch.sqrt(sum((p.double() ** 2).sum() for p in self.start))
+        self.start_norm = self._norm(self.start)
+
+    @staticmethod
+    def _norm(tensors) -> float:
+        # per-tensor norms in float32 (no float64 copies of big weights), summed in float64
+        return math.sqrt(sum(torch.linalg.vector_norm(tensor).double().item() ** 2 for tensor in tensors))
 
     @torch.no_grad()
     def __call__(self, net) -> dict:
         row = {}
-        travelled = torch.sqrt(sum(((p.double() - s.double()) ** 2).sum() for p, s in zip(net.parameters(), self.start)))
-        row["distance_from_embedding"] = (travelled / self.start_norm).item()
+        travelled = self._norm(p - s for p, s in zip(net.parameters(), self.start))
+        row["distance_from_embedding"] = travelled / self.start_norm
         projected = deviation.project_to_cnn(net, self.cnn_template)
         loss, accuracy = evaluate(projected, self.data.test_x, self.data.test_y, self.eval_batch_size, self.precision)
         row["projected_test_loss"], row["projected_test_accuracy"] = loss, accuracy
@@ -247,11 +253,12 @@ def _check_dense_fits(cnn, arm: str, config: TrainConfig, device) -> None:
 
 
 def _dense_run(net, cnn_template, data, arch, config, *, run_name, metrics_path, final_weights_path, resume_dir,
-               epoch_offset, log, arm, relax_time=None, inputs="") -> list[dict]:
+               epoch_offset, log, arm, relax_time=None, inputs="", reference_model=None) -> list[dict]:
     _claim_resume_dir(Path(resume_dir), f"{arm} {arch}\n{inputs}{data_fingerprint(data)}\n", log)
     probe = DenseProbe(net, cnn_template, data, config.eval_batch_size, config.precision)
     trainer = Trainer(net, data, config, run_name=run_name, extra_metrics=probe,
-                      state_path=Path(resume_dir) / "state.pt", epoch_offset=epoch_offset, log=log)
+                      state_path=Path(resume_dir) / "state.pt", epoch_offset=epoch_offset,
+                      reference_model=reference_model, log=log)
     rows = _run_or_clean_up(trainer, Path(resume_dir))
     if final_weights_path:
         _remove_stale_temporaries(Path(final_weights_path))
@@ -281,7 +288,7 @@ def relax(data, arch: dict, config: TrainConfig, *, arm: str, relax_time: int, c
     torch.manual_seed(config.seed)  # dropout stream of the relaxed net
     return _dense_run(net, cnn, data, arch, config, run_name=f"{arm} relaxed at epoch {relax_time}",
                       metrics_path=metrics_path, final_weights_path=final_weights_path, resume_dir=resume_dir,
-                      epoch_offset=relax_time, log=log, arm=arm, relax_time=relax_time,
+                      epoch_offset=relax_time, log=log, arm=arm, relax_time=relax_time, reference_model=cnn,
                       inputs=f"from {hashlib.sha256(Path(checkpoint_path).read_bytes()).hexdigest()}\n")
 
 
