@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from needle.errors import NeedleError
+from needle.errors import NeedleError, run_main
 from needle.plotting import OUTPUTS, draw_all
 from needle.summary import LANDSCAPE_COLUMNS, PARAMETER_COLUMNS, read_metrics, read_tables
 
@@ -71,7 +71,4 @@ def run_under_snakemake(smk):
 if "snakemake" in globals():
     run_under_snakemake(snakemake)  # noqa: F821 (injected by Snakemake's script: directive)
 elif __name__ == "__main__":
-    try:
-        main()
-    except NeedleError as error:
-        sys.exit(f"plot_figures: {error}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

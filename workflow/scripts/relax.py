@@ -1,7 +1,6 @@
 """Stage 2: embed the CNN checkpoint at relax time t_w (eFCN or eLCN) and keep training in that space."""
 
 import argparse
-from pathlib import Path
 
 from needle import cli, protocol
 
@@ -14,9 +13,7 @@ def main() -> None:
     parser.add_argument("--arm", choices=protocol.ARMS, required=True, help="eFCN (dense) or eLCN (local)")
     parser.add_argument("--relax-time", type=cli.non_negative_int, required=True, help="CNN epoch t_w")
     parser.add_argument("--checkpoint", required=True, help="the CNN checkpoint at t_w")
-    parser.add_argument("--metrics", required=True, help="per-epoch metrics CSV")
-    parser.add_argument("--final-weights", help="also save the final weights here (large)")
-    parser.add_argument("--resume-dir", help="resumable state (default: resume/ beside --metrics)")
+    cli.add_run_outputs(parser, final_weights=True)
     args = parser.parse_args()
     device = cli.runtime_device(args)
     data = protocol.load_data(cli.data_spec(args), device)
@@ -24,7 +21,7 @@ def main() -> None:
     protocol.relax(
         data, arch, cli.train_config(args), arm=args.arm, relax_time=args.relax_time,
         checkpoint_path=args.checkpoint, metrics_path=args.metrics, final_weights_path=args.final_weights,
-        resume_dir=args.resume_dir or Path(args.metrics).parent / "resume",
+        resume_dir=cli.resume_dir(args),
     )
 
 

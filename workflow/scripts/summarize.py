@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from needle.errors import NeedleError
+from needle.errors import NeedleError, run_main
 from needle.summary import DEFAULT_DEVIATION_THRESHOLD, read_metrics, write_summary
 
 
@@ -52,7 +52,4 @@ def run_under_snakemake(smk):
 if "snakemake" in globals():
     run_under_snakemake(snakemake)  # noqa: F821 (injected by Snakemake's script: directive)
 elif __name__ == "__main__":
-    try:
-        main()
-    except NeedleError as error:
-        sys.exit(f"summarize: {error}")
+    run_main(main)  # bad input: one line on stderr, exit status 2

@@ -1,7 +1,6 @@
 """Stage 1: train the CNN and save checkpoints at epoch 0 and the log-spaced epochs (the relax times)."""
 
 import argparse
-from pathlib import Path
 
 from needle import cli, protocol
 
@@ -14,8 +13,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-points", type=cli.positive_int, default=20,
                         help="log-spaced points between epoch 1 and the last epoch")
     parser.add_argument("--checkpoint-dir", required=True, help="writes epoch<t>.pt here")
-    parser.add_argument("--metrics", required=True, help="per-epoch metrics CSV")
-    parser.add_argument("--resume-dir", help="resumable state (default: resume/ beside --metrics)")
+    cli.add_run_outputs(parser, final_weights=False)
     args = parser.parse_args()
     device = cli.runtime_device(args)
     data = protocol.load_data(cli.data_spec(args), device)
@@ -23,7 +21,7 @@ def main() -> None:
     protocol.train_cnn(
         data, arch, cli.train_config(args),
         checkpoint_dir=args.checkpoint_dir, metrics_path=args.metrics,
-        resume_dir=args.resume_dir or Path(args.metrics).parent / "resume",
+        resume_dir=cli.resume_dir(args),
         checkpoint_points=args.checkpoint_points,
     )
 

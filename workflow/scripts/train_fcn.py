@@ -1,7 +1,6 @@
 """Baseline: train a standard FCN with the eFCN's layer shapes and PyTorch's default init."""
 
 import argparse
-from pathlib import Path
 
 from needle import cli, protocol
 
@@ -11,16 +10,14 @@ def main() -> None:
     cli.add_data_arguments(parser)
     cli.add_model_arguments(parser)
     cli.add_training_arguments(parser)
-    parser.add_argument("--metrics", required=True, help="per-epoch metrics CSV")
-    parser.add_argument("--final-weights", help="also save the final weights here (large)")
-    parser.add_argument("--resume-dir", help="resumable state (default: resume/ beside --metrics)")
+    cli.add_run_outputs(parser, final_weights=True)
     args = parser.parse_args()
     device = cli.runtime_device(args)
     data = protocol.load_data(cli.data_spec(args), device)
     arch = protocol.architecture(cli.model_spec(args), data)
     protocol.train_fcn(
         data, arch, cli.train_config(args), metrics_path=args.metrics, final_weights_path=args.final_weights,
-        resume_dir=args.resume_dir or Path(args.metrics).parent / "resume",
+        resume_dir=cli.resume_dir(args),
     )
 
 

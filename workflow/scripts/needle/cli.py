@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -65,6 +66,19 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
     runtime.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+
+
+def add_run_outputs(parser: argparse.ArgumentParser, *, final_weights: bool) -> None:
+    """--metrics, --resume-dir (and --final-weights) of a training stage."""
+    parser.add_argument("--metrics", required=True, help="per-epoch metrics CSV")
+    if final_weights:
+        parser.add_argument("--final-weights", help="also save the final weights here (large)")
+    parser.add_argument("--resume-dir", help="resumable state (default: resume/ beside --metrics)")
+
+
+def resume_dir(args):
+    """The resume folder: given, or resume/ beside the metrics file (never a declared output)."""
+    return args.resume_dir or Path(args.metrics).parent / "resume"
 
 
 def data_spec(args) -> DataSpec:
