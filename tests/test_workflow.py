@@ -144,3 +144,14 @@ def test_figures_rule_lists_the_figures_the_library_draws():
     rules = (REPO / "workflow/rules/figures.smk").read_text()
     for name in OUTPUTS:
         assert f'"{name.removesuffix(".md")}' in rules or name in rules
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda path: path.name)
+def test_slurm_profile_dry_run_asks_a_gpu_for_every_training_job(preset, tmp_path):
+    """The committed SLURM profile, unchanged: each training job requests one GPU, nothing else does."""
+    result = snakemake("-n", "--workflow-profile", REPO / "profiles/slurm", "--directory", tmp_path,
+                       "--configfile", preset)
+    counts = job_counts(result.stdout + result.stderr)
+    training_jobs = sum(counts.get(rule, 0) for rule in TRAINING_RULES)
+    assert training_jobs > 0
+    assert (result.stdout + result.stderr).count("gpu=1") == training_jobs
