@@ -8,10 +8,19 @@ that Snakemake (or a user) would trust.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> None:
+    """Delete the temporaries that killed writes of ``path`` left beside it (SIGKILL skips the
+    cleanup below), so reruns do not pile them up. Each output has one writer at a time."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -19,6 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else remove it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     temporary = Path(temporary)

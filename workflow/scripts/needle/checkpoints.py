@@ -1,16 +1,15 @@
 """Checkpoints: atomic saving and safe, explicit loading.
 
-Checkpoints hold only tensors and plain metadata, so they load
-with ``torch.load(..., weights_only=True)`` (no arbitrary code runs when reading a file).
+Checkpoints hold only tensors and plain metadata, so they load with
+``torch.load(..., weights_only=True)`` (no arbitrary code runs when reading a file). Every failure
+to load becomes one line that names the file and what to do.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 

@@ -8,7 +8,6 @@ declared output, so Snakemake does not delete it when it reruns an interrupted j
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import math
 import io
@@ -22,6 +21,7 @@ import torch
 
 from needle import checkpoints, data as datasets, deviation, embed, models
 from needle.device import check_fits, training_bytes
+from needle.atomic import remove_stale_temporaries
 from needle.errors import NeedleError
 from needle.schedule import checkpoint_epochs
 from needle.training import Trainer, TrainConfig, TrainingDiverged, evaluate
@@ -74,7 +74,6 @@ def build_cnn(arch: dict) -> torch.nn.Sequential:
 
 def write_metrics(rows: list[dict], path: str | os.PathLike) -> None:
     """Per-run metrics as CSV (one row per epoch), written atomically."""
-    _remove_stale_temporaries(Path(path))
     columns: list[str] = []
     for row in rows:
         columns += [key for key in row if key not in columns]
@@ -110,18 +109,9 @@ def data_fingerprint(data) -> str:
             f"test sum {data.test_x.sum().item():.6e}")
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporaries that killed atomic writes of ``path`` left beside it (SIGKILL skips the
-    cleanup), so that reruns do not pile them up in output folders. Each path has one writer."""
-    path = Path(path)
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        stale.unlink(missing_ok=True)
-
-
 def _publish(source: Path, path: Path) -> None:
     """Atomically put a copy of ``source`` at ``path``, keeping ``source``: when a job is killed while
     publishing its staged files, the rerun still has all of them to publish."""
-    _remove_stale_temporaries(path)
     with checkpoints.atomic_path(path) as temporary:
         try:
             temporary.unlink()
@@ -138,7 +128,7 @@ def _clear_resume_dir(resume_dir: Path) -> None:
             *staged.glob(".epoch*.pt.*.tmp")]
     for path in ours:
         path.unlink(missing_ok=True)
-        _remove_stale_temporaries(path)
+        remove_stale_temporaries(path)
     for folder in (staged, resume_dir):
         try:
             folder.rmdir()
@@ -154,7 +144,7 @@ def _claim_resume_dir(resume_dir: Path, inputs: str, log) -> None:
     continuing from weights trained on something else.
     """
     marker = resume_dir / RESUME_INPUTS
-    _remove_stale_temporaries(resume_dir / "state.pt")
+    remove_stale_temporaries(resume_dir / "state.pt")
     recorded = marker.read_text() if marker.is_file() else None
     if recorded != inputs:
         if (resume_dir / "state.pt").exists():
@@ -261,7 +251,6 @@ def _dense_run(net, cnn_template, data, arch, config, *, run_name, metrics_path,
                       reference_model=reference_model, log=log)
     rows = _run_or_clean_up(trainer, Path(resume_dir))
     if final_weights_path:
-        _remove_stale_temporaries(Path(final_weights_path))
         checkpoints.save(
             _checkpoint_payload(arm, arch, rows[-1]["epoch"], net, relax_time=relax_time,
                                 diverged=rows[-1]["diverged"]),
