@@ -123,6 +123,22 @@ def test_tiny_experiment_runs_to_its_figures_and_report(tiny_run):
     assert (workdir / "report.html").stat().st_size > 100_000
 
 
+def test_tables_and_figures_rebuild_from_the_per_run_outputs_without_training(tiny_run):
+    """Delete the experiment's tables and figures but keep checkpoints and per-run metrics: the
+    figures target aggregates again and redraws, and no training job runs."""
+    workdir, config, env, _ = tiny_run
+    (name,) = config["experiments"]
+    results = workdir / "results" / name
+    for table in ("metrics.csv", "landscape.csv", "summary.md", "summary.csv"):
+        (results / table).unlink()
+    shutil.rmtree(results / "figures")
+    result = snakemake("--cores", "2", "figures", "--directory", workdir, "--configfile", workdir / "config.yaml", env=env)
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts.get("aggregate_metrics") == 1
+    assert not set(counts) & set(TRAINING_RULES), counts
+    assert (results / "figures" / "deviation.png").exists()
+
+
 def test_every_figure_redraws_from_the_metrics_table_alone(tiny_run):
     """Delete every checkpoint and per-run file: the figures target redraws without training."""
     workdir, config, env, _ = tiny_run
