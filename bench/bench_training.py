@@ -41,7 +41,6 @@ import gc
 import io
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -55,6 +54,7 @@ import torch.nn.functional as F
 if "needle" not in sys.modules:  # run as a plain script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
 
+from bench_embed import cpu_model  # noqa: E402  (same folder: on sys.path when run as a script)
 from needle import embed, models  # noqa: E402
 from needle.embed import Dense2d  # noqa: E402
 from needle.protocol import DenseProbe  # noqa: E402
@@ -65,16 +65,6 @@ CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 
 
 # -- machine -----------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])

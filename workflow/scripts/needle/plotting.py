@@ -117,6 +117,13 @@ def _grid(n_panels, max_columns):
     return int(np.ceil(n_panels / columns)), columns
 
 
+def _experiment_panels(count):
+    """One panel per experiment, at most two a row, sharing the accuracy axis (figures 1 and 5)."""
+    rows, columns = _grid(count, 2)
+    return plt.subplots(rows, columns, figsize=(max(4.6 * columns, 7.5), 3.6 * rows + 0.6),
+                        squeeze=False, layout="constrained", sharey=True)
+
+
 def _relax_palette(relax_times):
     """Discrete sequential colours for t_w values (viridis without its pale yellow end) and the
     ScalarMappable for a colorbar that labels each colour with its t_w."""
@@ -184,10 +191,8 @@ def plot_accuracy_vs_relax_time(metrics, outcomes=None):
     eFCN and eLCN side by side, with the CNN's and the standard FCN's final accuracy as bands."""
     metrics, outcomes = _prepared(metrics, outcomes)
     experiments = _experiments(metrics)
-    rows, columns = _grid(len(experiments), 2)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, columns, figsize=(max(4.6 * columns, 7.5), 3.6 * rows + 0.6),
-                                 squeeze=False, layout="constrained", sharey=True)
+        fig, axes = _experiment_panels(len(experiments))
         handles = {}
         for ax, experiment in zip(axes.flat, experiments):
             mine = outcomes[outcomes["experiment"] == experiment]
@@ -426,10 +431,8 @@ def plot_projection_probe(metrics, outcomes=None):
     P back onto the CNN subspace, read as a CNN (hollow markers), vs t_w, with the CNN band."""
     metrics, outcomes = _prepared(metrics, outcomes)
     experiments = _experiments(metrics)
-    rows, columns = _grid(len(experiments), 2)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, columns, figsize=(max(4.6 * columns, 7.5), 3.6 * rows + 0.6),
-                                 squeeze=False, layout="constrained", sharey=True)
+        fig, axes = _experiment_panels(len(experiments))
         handles = {}
         for ax, experiment in zip(axes.flat, experiments):
             mine = outcomes[outcomes["experiment"] == experiment]
