@@ -43,16 +43,18 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-
 if "needle" not in sys.modules:  # run as a plain script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
+import needle  # noqa: E402,F401  (first, as in the stage scripts: it sets the allocator up before torch loads)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 from bench_embed import cpu_model  # noqa: E402  (same folder: on sys.path when run as a script)
 from needle import embed, models  # noqa: E402
@@ -68,6 +70,13 @@ CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 def load_average() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def transparent_huge_pages() -> str:
+    try:
+        return Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
     except OSError:
         return "unknown"
 
@@ -138,9 +147,11 @@ class ProjectEpoch:
     def __init__(self, net, data, config, *, cnn_template=None):
         self.probe = (DenseProbe(net, cnn_template, data, config.eval_batch_size, config.precision)
                       if cnn_template is not None else None)
-        self.trainer = Trainer(net, data, config, run_name="bench", extra_metrics=self.probe, log=io.StringIO())
+        self.state_dir = tempfile.TemporaryDirectory(prefix="needle-bench-")
+        self.trainer = Trainer(net, data, config, run_name="bench", extra_metrics=self.probe, log=io.StringIO(),
+                               state_path=Path(self.state_dir.name) / "state.pt")
         self.data, self.config, self.net = data, config, net
-        self.epoch = 0
+        self.epoch, self.rows = 0, []
 
     def epoch_zero(self, device) -> float:
         """What run() does once before training: the full train-set evaluation and the first row."""
@@ -163,9 +174,11 @@ class ProjectEpoch:
         parts["test eval"] = time.perf_counter() - test_start
         if self.probe is not None:
             parts["probe"] = timed(device, lambda: self.probe(self.net))
-        # The row the run would write is exactly test eval + probe (timed above part by part);
-        # compute it once more only to be sure the epoch is complete and finite.
-        parts["epoch"] = parts["train"] + parts["test eval"] + parts.get("probe", 0.0)
+        # The row the run would write is exactly test eval + probe (timed above part by part).
+        # Then the resume state, which the stage rewrites atomically after every epoch.
+        self.rows.append({"epoch": self.epoch, "train_loss": loss, "train_accuracy": accuracy})
+        parts["state"] = timed(device, lambda: self.trainer._save_state(self.epoch, self.rows))
+        parts["epoch"] = parts["train"] + parts["test eval"] + parts.get("probe", 0.0) + parts["state"]
         if not math.isfinite(loss):
             raise RuntimeError("the benchmark run diverged; lower lr")
         return parts
@@ -304,15 +317,20 @@ def bench_case(label, cnn, data, raw, *, arm, device, rounds, lr, batch, eval_ba
     author_loop = AuthorsEpoch(authors_net, raw, batch, eval_batch, lr, mean, std, device) if authors else None
     parameters = sum(p.numel() for p in net.parameters())
 
-    # warm-up (allocator, BLAS, cudnn autotuning), then interleaved rounds
+    # warm-up (allocator, BLAS, cudnn autotuning, first-touch of the weights), then interleaved rounds
     roofline.run(2, first_input_grad=False)
     epoch_zero = project.epoch_zero(device)
+    project.run_epoch(device)
     times = {"project": [], "roofline": [], "roofline_all": [], "authors": [], "parts": []}
     for round_index in range(rounds):
+        # The roofline brackets the project's epoch (before and after, averaged), so that a drift
+        # of the background load during the round hits both sides of the ratio alike.
+        before = timed(device, lambda: roofline.run(steps, first_input_grad=False))
         parts = project.run_epoch(device)
+        after = timed(device, lambda: roofline.run(steps, first_input_grad=False))
         times["project"].append(parts["epoch"])
         times["parts"].append(parts)
-        times["roofline"].append(timed(device, lambda: roofline.run(steps, first_input_grad=False)))
+        times["roofline"].append((before + after) / 2)
         times["roofline_all"].append(timed(device, lambda: roofline.run(steps, first_input_grad=True)))
         if author_loop is not None:
             times["authors"].append(timed(device, author_loop.run_epoch))
@@ -326,10 +344,10 @@ def bench_case(label, cnn, data, raw, *, arm, device, rounds, lr, batch, eval_ba
     if times["authors"]:
         ratios["speed-up"] = [c / a for c, a in zip(times["authors"], times["project"])]
     best = {key: min(values) for key, values in times.items() if values and key != "parts"}
-    best_parts = min(times["parts"], key=lambda p: p["epoch"])
+    median_parts = sorted(times["parts"], key=lambda p: p["epoch"])[len(times["parts"]) // 2]
     return dict(label=label, parameters=parameters, steps=steps, epoch_zero=epoch_zero, best=best,
                 median={k: statistics.median(v) for k, v in times.items() if v and k != "parts"},
-                parts=best_parts, ratios={k: statistics.median(v) for k, v in ratios.items()}, all_ratios=ratios,
+                parts=median_parts, ratios={k: statistics.median(v) for k, v in ratios.items()}, all_ratios=ratios,
                 flops=getattr(roofline, "flops_per_step", None))
 
 
@@ -339,27 +357,30 @@ def fmt(seconds):
 
 def write_report(results, machine, out_dir: Path, projections):
     lines = ["# Training benchmark (bench/bench_training.py)", "",
-             "Epoch = one pass over the training subset at batch 250 plus the per-epoch test evaluation "
-             "and metrics. Best of the interleaved rounds (median in brackets). Roofline = the bare "
-             "training matrix products (forward + weight gradient for every layer, input gradient for "
-             "every layer except the first); \"all products\" also counts the first layer's input "
-             "gradient. Efficiency = roofline / project epoch and speed-up = authors'-style / project, each "
-             "as the best and the median of the per-round ratios (a round's timings share its background "
-             "load).", "",
-             "| case | parameters | steps | project epoch s | of which train / test eval / probe s | epoch-0 row s "
-             "| roofline s | efficiency best (median) | all-products roofline s | authors'-style s "
-             "| speed-up best (median) |",
+             "Epoch = one pass over the training subset at batch 250, the per-epoch test evaluation and "
+             "metrics row (for a relax run: deviation, projection and the projected CNN's test accuracy), "
+             "and the resume state written after it. Roofline = the bare training matrix products "
+             "(forward + weight gradient for every layer, input gradient for every layer except the "
+             "first), timed right before and right after each project epoch and averaged; \"all "
+             "products\" also counts the first layer's input gradient. Efficiency = roofline / project "
+             "epoch and speed-up = authors'-style / project, per round (a round's timings share its "
+             "background load): median over the rounds, and the range. Times: median (best).", "",
+             "| case | parameters | steps | project epoch s | of which train / test eval / probe / state s "
+             "(median round) | epoch-0 row s | roofline s | efficiency median (range) | all-products "
+             "roofline s | authors'-style s | speed-up median (range) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         b, m, p = r["best"], r["median"], r["parts"]
-        authors = b.get("authors")
+        efficiency, authors = r["all_ratios"]["efficiency"], b.get("authors")
+        speed_up = r["all_ratios"].get("speed-up")
         lines.append(
-            f"| {r['label']} | {r['parameters']:,} | {r['steps']} | {b['project']:.2f} ({m['project']:.2f}) "
-            f"| {p['train']:.2f} / {p['test eval']:.2f} / {fmt(p.get('probe'))} | {r['epoch_zero']:.2f} "
-            f"| {b['roofline']:.2f} ({m['roofline']:.2f}) | {max(r['all_ratios']['efficiency']):.0%} "
-            f"({r['ratios']['efficiency']:.0%}) | {b['roofline_all']:.2f} ({m['roofline_all']:.2f}) "
-            f"| {fmt(authors)} | "
-            + (f"{max(r['all_ratios']['speed-up']):.1f}x ({r['ratios']['speed-up']:.1f}x)" if authors else "-")
+            f"| {r['label']} | {r['parameters']:,} | {r['steps']} | {m['project']:.2f} ({b['project']:.2f}) "
+            f"| {p['train']:.2f} / {p['test eval']:.2f} / {fmt(p.get('probe'))} / {p['state']:.2f} "
+            f"| {r['epoch_zero']:.2f} | {m['roofline']:.2f} ({b['roofline']:.2f}) "
+            f"| **{r['ratios']['efficiency']:.0%}** ({min(efficiency):.0%}-{max(efficiency):.0%}) "
+            f"| {m['roofline_all']:.2f} ({b['roofline_all']:.2f}) "
+            f"| {fmt(m.get('authors'))} ({fmt(authors)}) | "
+            + (f"{r['ratios']['speed-up']:.1f}x ({min(speed_up):.1f}x-{max(speed_up):.1f}x)" if speed_up else "-")
             + " |")
     lines.append("| default workflow end to end (`snakemake --cores 2`, config.yaml) | - | - | see README "
                  "| - | - | - | - | - | - | - |")
@@ -378,7 +399,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--out", default=str(Path(__file__).parent), help="folder for training.md")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (best is reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (the median is reported)")
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--test-size", type=int, default=2000)
     parser.add_argument("--data-dir", default="resources/data")
@@ -414,7 +435,9 @@ def main(argv=None):
 
         def epoch_at_full_scale(r):
             p = r["parts"]
-            return p["train"] * scale_train + p["test eval"] * scale_test + p.get("probe", 0.0)
+            # the probe is mostly the projected CNN's test evaluation: scaled with the test set (an upper bound)
+            return (p["train"] * scale_train + (p["test eval"] + p.get("probe", 0.0)) * scale_test
+                    + p["state"])
 
         cnn_s, relax_s = epoch_at_full_scale(per_arm["cnn"]), epoch_at_full_scale(per_arm["efcn"])
         total = 100 * cnn_s + 18 * 100 * relax_s
@@ -427,6 +450,8 @@ def main(argv=None):
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "torch threads": torch.get_num_threads(),
+        "huge pages for large CPU tensors (THP_MEM_ALLOC_ENABLE, set by needle)": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "kernel THP mode": transparent_huge_pages(),
         "load average before / after (1, 5, 15 min)": f"{load_before} / {load_average()}",
         "rounds": args.rounds,
         "train / test images": f"{args.train_size} / {args.test_size}",

@@ -28,7 +28,7 @@ def tied_class_ids(layer):
         if 0 <= y < h and 0 <= x < w:
             class_id = ((o * c_in + c) * kh + ki) * kw + kj
             if isinstance(layer, Dense2d):
-                ids[(o * oh + i) * ow + j, (c * h + y) * w + x] = class_id
+                ids[(i * ow + j) * c_out + o, (y * w + x) * c_in + c] = class_id  # channels-last rows/cols
             else:
                 ids[i * ow + j, o, (c * kh + ki) * kw + kj] = class_id
     return ids
@@ -108,9 +108,9 @@ def test_projected_cnn_of_a_perturbed_efcn_embeds_to_the_orthogonal_projection(k
         weight = layer.weight.detach()
         expected = reference_projection(weight, ids)
         assert (reprojected.get_submodule(name).weight - expected).abs().max() <= 1e-12
-        bias = layer.bias.detach().view(layer.out_shape[0], -1)
+        bias = layer.bias.detach().view(-1, layer.out_shape[0])  # (positions, channels)
         assert torch.allclose(reprojected.get_submodule(name).bias.view_as(bias),
-                              bias.mean(1, keepdim=True).expand_as(bias), atol=1e-12, rtol=0)
+                              bias.mean(0, keepdim=True).expand_as(bias), atol=1e-12, rtol=0)
         # deviations against brute-force norms; the two parts are orthogonal
         norm = weight.norm().item()
         got = deviations[name]

@@ -145,6 +145,27 @@ def test_a_diverging_cnn_fails_even_under_record_and_says_which_setting_to_chang
     assert snapshot(results) == before, "no checkpoints, metrics or resume state of a failed CNN"
 
 
+# -- final weights given to interpolate.py ------------------------------------------------------------------
+def test_interpolate_refuses_final_weights_written_with_another_dense_layout(cnn, tmp_path, fashion_dir):
+    data = ("--dataset", "fashion-mnist", "--data-dir", fashion_dir, "--width", 4)
+    run = tmp_path / "relax"
+    run_script("relax.py", *data, "--epochs", 1, "--batch-size", 50, *CPU, "--arm", "efcn", "--relax-time", 1,
+               "--checkpoint", cnn / "checkpoints" / "epoch1.pt", "--metrics", run / "metrics.csv",
+               "--final-weights", run / "final.pt")
+    payload = torch.load(run / "final.pt", weights_only=True)
+    payload["dense_layout"] = "dense2d-v1"  # what an older needle wrote: rows in (o, i, j) order
+    old = tmp_path / "old_final.pt"
+    torch.save(payload, old)
+    results = tmp_path / "results"
+    before = populated_results(results)
+    result = run_scripts([("interpolate.py", *data, "--experiment", "tiny", "--relax-times", 1,
+                           "--cnn-checkpoints", cnn / "checkpoints" / "epoch1.pt", "--efcn-finals", run / "final.pt",
+                           "--fcn-final", old, "--points", 2, "--examples", 10, *CPU,
+                           "--output", results / "landscape.csv")], check=False)[0]
+    assert_one_line_error(result, str(old), "another layout", "'dense2d-v1'", "rerun the relax / train_fcn rule")
+    assert snapshot(results) == before
+
+
 # -- config errors, before any job runs ---------------------------------------------------------------------
 def _set(path: str, value):
     def change(config):

@@ -9,6 +9,7 @@ import argparse
 import pandas as pd
 
 from needle import checkpoints, cli, embed, landscape, protocol
+from needle.errors import NeedleError
 
 
 def main() -> None:
@@ -40,6 +41,10 @@ def main() -> None:
     def final(path):
         payload = checkpoints.load(path, what="final weights")
         checkpoints.check_architecture(payload, arch, path)
+        if payload.get("dense_layout") != embed.DENSE_LAYOUT:
+            raise NeedleError(f"final weights {path} store their dense layers in another layout "
+                              f"({payload.get('dense_layout')!r}, this code reads {embed.DENSE_LAYOUT!r}); "
+                              "delete them and rerun the relax / train_fcn rule that makes them")
         return payload["model"]
 
     efcn = embed.to_efcn(protocol.build_cnn(arch)).to(device)  # reused for every eFCN/FCN point

@@ -32,7 +32,7 @@ import math
 import torch
 import torch.nn as nn
 
-from needle.embed import Dense2d, LocallyConnected2d, tied_views
+from needle.embed import Dense2d, LocallyConnected2d, dense_channel_grid, tied_views
 from needle.errors import NeedleError
 from needle.models import trace_shapes
 
@@ -81,18 +81,20 @@ def _squared_norm(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _channel_chunks(layer: nn.Module, weight: torch.Tensor):
-    """(first channel, last channel + 1, layer-like weight slice) over blocks of whole output
-    channels of a contiguous Dense2d weight; one block for LocallyConnected2d. Tied classes never
-    straddle two blocks, so every block can be handled on its own."""
+    """(first channel, last channel + 1, weight block) over blocks of whole output channels of a
+    contiguous Dense2d weight, each a (H', W', C'', H*W*C) view (`embed.dense_channel_grid`);
+    one block, the weight itself, for LocallyConnected2d. Tied classes never straddle two blocks,
+    so every block can be handled on its own."""
     if isinstance(layer, LocallyConnected2d):
         yield 0, layer.out_shape[0], weight
         return
-    rows_per_channel = layer.out_shape[1] * layer.out_shape[2]
+    grid = dense_channel_grid(layer, weight)
+    channels, height, width = layer.out_shape
     budget = _CHUNK_ELEMENTS.get(weight.device.type, _CHUNK_ELEMENTS["cuda"])
-    step = max(1, budget // (rows_per_channel * weight.shape[1]))
-    for start in range(0, layer.out_shape[0], step):
-        stop = min(start + step, layer.out_shape[0])
-        yield start, stop, weight[start * rows_per_channel:stop * rows_per_channel]
+    step = max(1, budget // (height * width * weight.shape[1]))
+    for start in range(0, channels, step):
+        stop = min(start + step, channels)
+        yield start, stop, grid[:, :, start:stop]
 
 
 @torch.no_grad()
@@ -104,12 +106,12 @@ def _squared_parts(layer: nn.Module) -> tuple[float, float, float]:
     total, nonlocal_, nonsharing = (torch.zeros((), dtype=torch.float64, device=weight.device)
                                     for _ in range(3))
     buffer = None
-    for _, _, chunk in _channel_chunks(layer, weight):
+    for start, stop, chunk in _channel_chunks(layer, weight):
         if dense:
             # Off-block norm computed exactly (no cancellation from ||W||^2 - ||in-block||^2):
             # copy the block into a reused buffer, zero its in-block entries, take the norm.
-            buffer = torch.empty_like(chunk) if buffer is None else buffer
-            chunk = buffer[:chunk.shape[0]].copy_(chunk)
+            buffer = torch.empty_like(chunk, memory_format=torch.contiguous_format) if buffer is None else buffer
+            chunk = buffer[:, :, :stop - start].copy_(chunk)
             total += _squared_norm(chunk)
         for _, _, view in tied_views(layer, chunk):
             tied = view.clone()  # one gather of the strided entries
@@ -184,7 +186,9 @@ def project_to_cnn(net: nn.Module, cnn_template: nn.Sequential) -> nn.Sequential
                 for ki, kj, view in tied_views(layer, chunk):
                     target.weight[start:stop, :, ki, kj] = _tied_mean(view)
             if layer.bias is not None and target.bias is not None:
-                per_position = layer.bias.detach().reshape(layer.out_shape[0], 1, -1, 1)
+                channels = layer.out_shape[0]
+                per_position = (layer.bias.detach().view(-1, channels).t() if isinstance(layer, Dense2d)
+                                else layer.bias.detach().reshape(channels, -1)).reshape(channels, 1, -1, 1)
                 target.bias.copy_(_tied_mean(per_position)[:, 0])
         else:
             target.load_state_dict(layer.state_dict())

@@ -244,7 +244,7 @@ def _check_dense_fits(cnn, arm: str, config: TrainConfig, device) -> None:
 
 def _dense_run(net, cnn_template, data, arch, config, *, run_name, metrics_path, final_weights_path, resume_dir,
                epoch_offset, log, arm, relax_time=None, inputs="", reference_model=None) -> list[dict]:
-    _claim_resume_dir(Path(resume_dir), f"{arm} {arch}\n{inputs}{data_fingerprint(data)}\n", log)
+    _claim_resume_dir(Path(resume_dir), f"{arm} {arch} {embed.DENSE_LAYOUT}\n{inputs}{data_fingerprint(data)}\n", log)
     probe = DenseProbe(net, cnn_template, data, config.eval_batch_size, config.precision)
     trainer = Trainer(net, data, config, run_name=run_name, extra_metrics=probe,
                       state_path=Path(resume_dir) / "state.pt", epoch_offset=epoch_offset,
@@ -253,7 +253,7 @@ def _dense_run(net, cnn_template, data, arch, config, *, run_name, metrics_path,
     if final_weights_path:
         checkpoints.save(
             _checkpoint_payload(arm, arch, rows[-1]["epoch"], net, relax_time=relax_time,
-                                diverged=rows[-1]["diverged"]),
+                                diverged=rows[-1]["diverged"], dense_layout=embed.DENSE_LAYOUT),
             final_weights_path,
         )
     write_metrics(rows, metrics_path)

@@ -7,6 +7,7 @@ an epoch gathers each batch through one permutation, and the only host syncs are
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from needle import checkpoints
 from needle.device import autocast, set_precision
+from needle.embed import Dense2d
 from needle.errors import NeedleError
 from needle.schedule import checkpoint_epochs  # noqa: F401  (re-exported: part of the API)
 
@@ -54,6 +56,25 @@ class TrainConfig:
                 raise NeedleError(f"{key} must be a non-negative number, got {value!r}")
         if self.on_divergence not in ("fail", "record"):
             raise NeedleError(f"on_divergence must be 'fail' or 'record', got {self.on_divergence!r}")
+
+
+@contextlib.contextmanager
+def sgd_steps_in_backward(model: torch.nn.Module, config: TrainConfig):
+    """Within this block, every Dense2d of ``model`` applies its plain-SGD step inside its own
+    backward (`needle.embed._DenseStepInBackward`): the weight update is the weight-gradient
+    product itself, with no gradient tensor and no separate optimiser pass over the dense weights
+    (they are nearly all of an eFCN's parameters). Only for what that step can be: plain SGD
+    (momentum and weight decay 0) in fp32/tf32 (bf16 autocast keeps the optimiser). Outside the
+    block (evaluation, metrics, any other backward) the layers are ordinary again."""
+    fusable = config.momentum == 0 and config.weight_decay == 0 and config.precision != "bf16"
+    layers = [module for module in model.modules() if isinstance(module, Dense2d)] if fusable else []
+    for layer in layers:
+        layer.sgd_step_in_backward = config.lr
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.sgd_step_in_backward = None
 
 
 @torch.inference_mode()
@@ -182,22 +203,23 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         model.train()
-        for start in range(0, count, config.batch_size):
-            if order is None:
-                batch_inputs = data.train_x[start : start + config.batch_size]
-                batch_labels = data.train_y[start : start + config.batch_size]
-            else:
-                batch = order[start : start + config.batch_size]
-                batch_inputs, batch_labels = data.train_x[batch], data.train_y[batch]
-            with autocast(self.device, config.precision):
-                logits = model(batch_inputs)
-            loss = F.cross_entropy(logits.float(), batch_labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            # Accumulate on the device: no host sync inside the hot loop.
-            loss_sum += loss.detach() * len(batch_labels)
-            correct += (logits.detach().argmax(1) == batch_labels).sum()
+        with sgd_steps_in_backward(model, config):
+            for start in range(0, count, config.batch_size):
+                if order is None:
+                    batch_inputs = data.train_x[start : start + config.batch_size]
+                    batch_labels = data.train_y[start : start + config.batch_size]
+                else:
+                    batch = order[start : start + config.batch_size]
+                    batch_inputs, batch_labels = data.train_x[batch], data.train_y[batch]
+                with autocast(self.device, config.precision):
+                    logits = model(batch_inputs)
+                loss = F.cross_entropy(logits.float(), batch_labels)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                # Accumulate on the device: no host sync inside the hot loop.
+                loss_sum += loss.detach() * len(batch_labels)
+                correct += (logits.detach().argmax(1) == batch_labels).sum()
         return loss_sum.item() / count, correct.item() / count
 
     def _row(self, epoch: int, train_loss: float, train_accuracy: float) -> dict:
