@@ -110,7 +110,7 @@ class _DenseStepInBackward(torch.autograd.Function):
     def forward(ctx, x, weight, bias, lr):
         ctx.save_for_backward(x, weight, bias)
         ctx.lr = lr
-        return torch.addmm(bias, x, weight.t()) if bias is not None else x @ weight.t()
+        return F.linear(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -166,10 +166,8 @@ class Dense2d(_ConvGeometry):
         flat = x.permute(0, 2, 3, 1).reshape(n, -1)  # (N, H*W*C): a view for channels_last input
         if self.sgd_step_in_backward is not None and self.training and torch.is_grad_enabled():
             out = _DenseStepInBackward.apply(flat, self.weight, self.bias, self.sgd_step_in_backward)
-        elif self.bias is not None:
-            out = torch.addmm(self.bias, flat, self.weight.t())
         else:
-            out = flat @ self.weight.t()
+            out = F.linear(flat, self.weight, self.bias)  # one addmm
         channels, height, width = self.out_shape
         return out.view(n, height, width, channels).permute(0, 3, 1, 2)
 
