@@ -69,9 +69,10 @@ def main():
         print(f"{name}: {value}")
     table = "\n".join(["| quantity | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
     out = Path(__file__).with_name("embed.md")
-    out.write_text("# Embedding benchmark (bench/bench_embed.py)\n\n"
-                   "Measured on a shared machine; other jobs may have been running.\n\n"
-                   + table + "\n")
+    out.write_text(
+        "# Embedding benchmark (bench/bench_embed.py)\n\n"
+        "Measured on a shared machine; other jobs may have been running.\n\n" + table + "\n"
+    )
     print(f"wrote {out}")
 
 

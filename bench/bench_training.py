@@ -49,18 +49,16 @@ from pathlib import Path
 
 if "needle" not in sys.modules:  # run as a plain script from the repository root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow" / "scripts"))
-import needle  # noqa: E402,F401  (first, as in the stage scripts: it sets the allocator up before torch loads)
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from bench_embed import cpu_model
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from bench_embed import cpu_model  # noqa: E402  (same folder: on sys.path when run as a script)
-from needle import embed, models  # noqa: E402
-from needle.embed import Dense2d  # noqa: E402
-from needle.protocol import DenseProbe  # noqa: E402
-from needle.training import Trainer, TrainConfig, evaluate  # noqa: E402
+import needle  # noqa: F401  (first, as in the stage scripts: it sets the allocator up before torch loads)
+from needle import embed, models
+from needle.embed import Dense2d
+from needle.protocol import DenseProbe
+from needle.training import TrainConfig, Trainer, evaluate
 
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
 CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
@@ -112,21 +110,25 @@ def make_data(name: str, shape, num_classes, train_size, test_size, device, data
         try:
             from needle import data as datasets
 
-            real = datasets.load_dataset(name, data_dir, train_size=train_size, test_size=test_size, device="cpu")
+            real = datasets.load_dataset(
+                name, data_dir, train_size=train_size, test_size=test_size, device="cpu"
+            )
             std_t = torch.tensor(std).view(1, -1, 1, 1)
             mean_t = torch.tensor(mean).view(1, -1, 1, 1)
             to_u8 = lambda x: (x * std_t + mean_t).mul(255).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
             train_u8, test_u8 = to_u8(real.train_x), to_u8(real.test_x)
             train_y, test_y = real.train_y, real.test_y
             source = f"real Fashion-MNIST from {data_dir}"
-        except Exception as error:  # noqa: BLE001 - not prepared: fall back to random data
+        except Exception as error:
             print(f"[bench] Fashion-MNIST not loaded ({error}); using random data", file=sys.stderr)
             train_u8 = None
     else:
         train_u8 = None
     if train_u8 is None:
         generator = torch.Generator().manual_seed(0)
-        train_u8 = torch.randint(0, 256, (train_size, *shape), generator=generator, dtype=torch.uint8)
+        train_u8 = torch.randint(
+            0, 256, (train_size, *shape), generator=generator, dtype=torch.uint8
+        )
         test_u8 = torch.randint(0, 256, (test_size, *shape), generator=generator, dtype=torch.uint8)
         train_y = torch.randint(0, num_classes, (train_size,), generator=generator)
         test_y = torch.randint(0, num_classes, (test_size,), generator=generator)
@@ -136,7 +138,14 @@ def make_data(name: str, shape, num_classes, train_size, test_size, device, data
         s = torch.tensor(std, device=device).view(1, -1, 1, 1)
         return u8.to(device).float().div_(255).sub_(m).div_(s)
 
-    data = Data(normalise(train_u8), train_y.to(device), normalise(test_u8), test_y.to(device), num_classes, name)
+    data = Data(
+        normalise(train_u8),
+        train_y.to(device),
+        normalise(test_u8),
+        test_y.to(device),
+        num_classes,
+        name,
+    )
     return data, (train_u8, train_y, test_u8, test_y), source
 
 
@@ -145,19 +154,33 @@ class ProjectEpoch:
     """One epoch of Trainer.run's loop (train pass + metrics row with the stage's extras)."""
 
     def __init__(self, net, data, config, *, cnn_template=None):
-        self.probe = (DenseProbe(net, cnn_template, data, config.eval_batch_size, config.precision)
-                      if cnn_template is not None else None)
+        self.probe = (
+            DenseProbe(net, cnn_template, data, config.eval_batch_size, config.precision)
+            if cnn_template is not None
+            else None
+        )
         self.state_dir = tempfile.TemporaryDirectory(prefix="needle-bench-")
-        self.trainer = Trainer(net, data, config, run_name="bench", extra_metrics=self.probe, log=io.StringIO(),
-                               state_path=Path(self.state_dir.name) / "state.pt")
+        self.trainer = Trainer(
+            net,
+            data,
+            config,
+            run_name="bench",
+            extra_metrics=self.probe,
+            log=io.StringIO(),
+            state_path=Path(self.state_dir.name) / "state.pt",
+        )
         self.data, self.config, self.net = data, config, net
         self.epoch, self.rows = 0, []
 
     def epoch_zero(self, device) -> float:
         """What run() does once before training: the full train-set evaluation and the first row."""
+
         def work():
-            loss, accuracy = evaluate(self.net, self.data.train_x, self.data.train_y, self.config.eval_batch_size)
+            loss, accuracy = evaluate(
+                self.net, self.data.train_x, self.data.train_y, self.config.eval_batch_size
+            )
             self.trainer._row(0, loss, accuracy)
+
         return timed(device, work)
 
     def run_epoch(self, device) -> dict:
@@ -178,7 +201,9 @@ class ProjectEpoch:
         # Then the resume state, which the stage rewrites atomically after every epoch.
         self.rows.append({"epoch": self.epoch, "train_loss": loss, "train_accuracy": accuracy})
         parts["state"] = timed(device, lambda: self.trainer._save_state(self.epoch, self.rows))
-        parts["epoch"] = parts["train"] + parts["test eval"] + parts.get("probe", 0.0) + parts["state"]
+        parts["epoch"] = (
+            parts["train"] + parts["test eval"] + parts.get("probe", 0.0) + parts["state"]
+        )
         if not math.isfinite(loss):
             raise RuntimeError("the benchmark run diverged; lower lr")
         return parts
@@ -193,11 +218,17 @@ class DenseRoofline:
         for module in net.modules():
             if isinstance(module, (Dense2d, nn.Linear)):
                 rows, cols = module.weight.shape
-                self.layers.append(dict(
-                    w=torch.randn(rows, cols, device=device) * 0.01, b=torch.zeros(rows, device=device),
-                    x=torch.randn(batch, cols, device=device), g=torch.randn(batch, rows, device=device),
-                    out=torch.empty(batch, rows, device=device), gw=torch.empty(rows, cols, device=device),
-                    gx=torch.empty(batch, cols, device=device)))
+                self.layers.append(
+                    dict(
+                        w=torch.randn(rows, cols, device=device) * 0.01,
+                        b=torch.zeros(rows, device=device),
+                        x=torch.randn(batch, cols, device=device),
+                        g=torch.randn(batch, rows, device=device),
+                        out=torch.empty(batch, rows, device=device),
+                        gw=torch.empty(rows, cols, device=device),
+                        gx=torch.empty(batch, cols, device=device),
+                    )
+                )
         self.flops_per_step = sum(2 * batch * layer["w"].numel() for layer in self.layers)
 
     def run(self, steps: int, first_input_grad: bool) -> None:
@@ -216,16 +247,28 @@ class ConvRoofline:
     def __init__(self, cnn, batch, device):
         shapes = models.trace_shapes(cnn, cnn.input_shape)
         self.convs, self.dense = [], []
-        for (name, module), in_shape, out_shape in zip(cnn.named_children(), shapes, shapes[1:]):
+        for (_name, module), in_shape, out_shape in zip(cnn.named_children(), shapes, shapes[1:]):
             if isinstance(module, nn.Conv2d):
-                self.convs.append(dict(
-                    w=torch.randn_like(module.weight, device=device), b=torch.zeros(module.out_channels, device=device),
-                    x=torch.randn(batch, *in_shape, device=device), g=torch.randn(batch, *out_shape, device=device),
-                    stride=module.stride, padding=module.padding))
+                self.convs.append(
+                    dict(
+                        w=torch.randn_like(module.weight, device=device),
+                        b=torch.zeros(module.out_channels, device=device),
+                        x=torch.randn(batch, *in_shape, device=device),
+                        g=torch.randn(batch, *out_shape, device=device),
+                        stride=module.stride,
+                        padding=module.padding,
+                    )
+                )
             elif isinstance(module, nn.Linear):
                 rows, cols = module.weight.shape
-                self.dense.append(dict(w=torch.randn(rows, cols, device=device), b=torch.zeros(rows, device=device),
-                                       x=torch.randn(batch, cols, device=device), g=torch.randn(batch, rows, device=device)))
+                self.dense.append(
+                    dict(
+                        w=torch.randn(rows, cols, device=device),
+                        b=torch.zeros(rows, device=device),
+                        x=torch.randn(batch, cols, device=device),
+                        g=torch.randn(batch, rows, device=device),
+                    )
+                )
 
     def run(self, steps: int, first_input_grad: bool) -> None:
         grad = torch.nn.grad
@@ -267,8 +310,12 @@ class AuthorsEpoch:
                 return transform(Image.fromarray(self.images[index], mode=mode)), self.labels[index]
 
         train_u8, train_y, test_u8, test_y = raw
-        self.train_loader = DataLoader(ImageDataset(train_u8, train_y), batch_size=batch, shuffle=False)
-        self.test_loader = DataLoader(ImageDataset(test_u8, test_y), batch_size=eval_batch, shuffle=False)
+        self.train_loader = DataLoader(
+            ImageDataset(train_u8, train_y), batch_size=batch, shuffle=False
+        )
+        self.test_loader = DataLoader(
+            ImageDataset(test_u8, test_y), batch_size=eval_batch, shuffle=False
+        )
         self.net, self.device = net, device
         self.optimizer = torch.optim.SGD(net.parameters(), lr=lr)
 
@@ -279,7 +326,9 @@ class AuthorsEpoch:
         batches = []
         for step in range(steps):
             if step % 40 == 0:
-                batches = list(self.train_loader)  # their main.py re-lists the loader every 40 steps
+                batches = list(
+                    self.train_loader
+                )  # their main.py re-lists the loader every 40 steps
             inputs, labels = batches[step % len(batches)]
             inputs, labels = inputs.to(device), labels.to(device)
             self.optimizer.zero_grad()
@@ -299,9 +348,13 @@ class AuthorsEpoch:
 
 
 # -- one case ---------------------------------------------------------------------------------------------------
-def bench_case(label, cnn, data, raw, *, arm, device, rounds, lr, batch, eval_batch, mean, std, authors=True):
+def bench_case(
+    label, cnn, data, raw, *, arm, device, rounds, lr, batch, eval_batch, mean, std, authors=True
+):
     """Times (a), (b) both variants and (c) for `cnn` trained as `arm` ("cnn" or "efcn")."""
-    config = TrainConfig(epochs=1, lr=lr, batch_size=batch, eval_batch_size=eval_batch, shuffle=True, seed=0)
+    config = TrainConfig(
+        epochs=1, lr=lr, batch_size=batch, eval_batch_size=eval_batch, shuffle=True, seed=0
+    )
     torch.manual_seed(0)
     if arm == "efcn":
         net = embed.to_efcn(cnn).to(device)
@@ -312,9 +365,18 @@ def bench_case(label, cnn, data, raw, *, arm, device, rounds, lr, batch, eval_ba
         project = ProjectEpoch(net, data, config)
         roofline = ConvRoofline(cnn, batch, device)
     steps = math.ceil(len(data.train_x) / batch)
-    authors_net = embed.to_efcn(cnn).to(device) if arm == "efcn" else models.build_cnn(
-        "skinny", data.in_channels, data.image_size, data.num_classes, cnn.conv1.out_channels).to(device)
-    author_loop = AuthorsEpoch(authors_net, raw, batch, eval_batch, lr, mean, std, device) if authors else None
+    authors_net = (
+        embed.to_efcn(cnn).to(device)
+        if arm == "efcn"
+        else models.build_cnn(
+            "skinny", data.in_channels, data.image_size, data.num_classes, cnn.conv1.out_channels
+        ).to(device)
+    )
+    author_loop = (
+        AuthorsEpoch(authors_net, raw, batch, eval_batch, lr, mean, std, device)
+        if authors
+        else None
+    )
     parameters = sum(p.numel() for p in net.parameters())
 
     # warm-up (allocator, BLAS, cudnn autotuning, first-touch of the weights), then interleaved rounds
@@ -336,22 +398,35 @@ def bench_case(label, cnn, data, raw, *, arm, device, rounds, lr, batch, eval_ba
         times["roofline_all"].append((before_all + after_all) / 2)
         if author_loop is not None:
             times["authors"].append(timed(device, author_loop.run_epoch))
-        print(f"[bench] {label} round {round_index + 1}/{rounds}: project {parts['epoch']:.2f} s "
-              f"({', '.join(f'{k} {v:.2f}' for k, v in parts.items() if k != 'epoch')}), roofline "
-              f"{times['roofline'][-1]:.2f} s, all-products {times['roofline_all'][-1]:.2f} s"
-              + (f", authors' {times['authors'][-1]:.2f} s" if times["authors"] else "")
-              + f"; load {load_average()}", file=sys.stderr)
+        print(
+            f"[bench] {label} round {round_index + 1}/{rounds}: project {parts['epoch']:.2f} s "
+            f"({', '.join(f'{k} {v:.2f}' for k, v in parts.items() if k != 'epoch')}), roofline "
+            f"{times['roofline'][-1]:.2f} s, all-products {times['roofline_all'][-1]:.2f} s"
+            + (f", authors' {times['authors'][-1]:.2f} s" if times["authors"] else "")
+            + f"; load {load_average()}",
+            file=sys.stderr,
+        )
     # Ratios within a round compare timings taken under the same background load.
-    ratios = {"efficiency": [r / a for r, a in zip(times["roofline"], times["project"])],
-              "efficiency_all": [r / a for r, a in zip(times["roofline_all"], times["project"])]}
+    ratios = {
+        "efficiency": [r / a for r, a in zip(times["roofline"], times["project"])],
+        "efficiency_all": [r / a for r, a in zip(times["roofline_all"], times["project"])],
+    }
     if times["authors"]:
         ratios["speed-up"] = [c / a for c, a in zip(times["authors"], times["project"])]
     best = {key: min(values) for key, values in times.items() if values and key != "parts"}
     median_parts = sorted(times["parts"], key=lambda p: p["epoch"])[len(times["parts"]) // 2]
-    return dict(label=label, parameters=parameters, steps=steps, epoch_zero=epoch_zero, best=best,
-                median={k: statistics.median(v) for k, v in times.items() if v and k != "parts"},
-                parts=median_parts, ratios={k: statistics.median(v) for k, v in ratios.items()}, all_ratios=ratios,
-                flops=getattr(roofline, "flops_per_step", None))
+    return dict(
+        label=label,
+        parameters=parameters,
+        steps=steps,
+        epoch_zero=epoch_zero,
+        best=best,
+        median={k: statistics.median(v) for k, v in times.items() if v and k != "parts"},
+        parts=median_parts,
+        ratios={k: statistics.median(v) for k, v in ratios.items()},
+        all_ratios=ratios,
+        flops=getattr(roofline, "flops_per_step", None),
+    )
 
 
 def fmt(seconds):
@@ -359,21 +434,25 @@ def fmt(seconds):
 
 
 def write_report(results, machine, out_dir: Path, projections):
-    lines = ["# Training benchmark (bench/bench_training.py)", "",
-             "Epoch = one pass over the training subset at batch 250, the per-epoch test evaluation and "
-             "metrics row (for a relax run: deviation, projection and the projected CNN's test accuracy), "
-             "and the resume state written after it. Roofline = the bare training matrix products "
-             "(forward + weight gradient for every layer, input gradient for every layer except the "
-             "first), timed right before and right after each project epoch and averaged. \"All "
-             "products\" (forward + both backward products for every layer, the issue's literal "
-             "definition) also counts the first layer's input gradient, which training never needs, so "
-             "the efficiency against it is the looser figure. Efficiency = roofline / project "
-             "epoch and speed-up = authors'-style / project, per round (a round's timings share its "
-             "background load): median over the rounds, and the range. Times: median (best).", "",
-             "| case | parameters | steps | project epoch s | of which train / test eval / probe / state s "
-             "(median round) | epoch-0 row s | roofline s | efficiency median (range) | all-products "
-             "roofline s | efficiency vs all products | authors'-style s | speed-up median (range) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Training benchmark (bench/bench_training.py)",
+        "",
+        "Epoch = one pass over the training subset at batch 250, the per-epoch test evaluation and "
+        "metrics row (for a relax run: deviation, projection and the projected CNN's test accuracy), "
+        "and the resume state written after it. Roofline = the bare training matrix products "
+        "(forward + weight gradient for every layer, input gradient for every layer except the "
+        'first), timed right before and right after each project epoch and averaged. "All '
+        "products\" (forward + both backward products for every layer, the issue's literal "
+        "definition) also counts the first layer's input gradient, which training never needs, so "
+        "the efficiency against it is the looser figure. Efficiency = roofline / project "
+        "epoch and speed-up = authors'-style / project, per round (a round's timings share its "
+        "background load): median over the rounds, and the range. Times: median (best).",
+        "",
+        "| case | parameters | steps | project epoch s | of which train / test eval / probe / state s "
+        "(median round) | epoch-0 row s | roofline s | efficiency median (range) | all-products "
+        "roofline s | efficiency vs all products | authors'-style s | speed-up median (range) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         b, m, p = r["best"], r["median"], r["parts"]
         efficiency, authors = r["all_ratios"]["efficiency"], b.get("authors")
@@ -386,13 +465,22 @@ def write_report(results, machine, out_dir: Path, projections):
             f"| {m['roofline_all']:.2f} ({b['roofline_all']:.2f}) | {r['ratios']['efficiency_all']:.0%} "
             f"({min(r['all_ratios']['efficiency_all']):.0%}-{max(r['all_ratios']['efficiency_all']):.0%}) "
             f"| {fmt(m.get('authors'))} ({fmt(authors)}) | "
-            + (f"{r['ratios']['speed-up']:.1f}x ({min(speed_up):.1f}x-{max(speed_up):.1f}x)" if speed_up else "-")
-            + " |")
-    lines.append("| default workflow end to end (`snakemake --cores 2`, config.yaml, fresh clone) | - | - | see README "
-                 "| - | - | - | - | - | - | - | - |")
+            + (
+                f"{r['ratios']['speed-up']:.1f}x ({min(speed_up):.1f}x-{max(speed_up):.1f}x)"
+                if speed_up
+                else "-"
+            )
+            + " |"
+        )
+    lines.append(
+        "| default workflow end to end (`snakemake --cores 2`, config.yaml, fresh clone) | - | - | see README "
+        "| - | - | - | - | - | - | - | - |"
+    )
     lines += ["", "## Machine", ""] + [f"- {k}: {v}" for k, v in machine.items()]
     if projections:
-        lines += ["", "## Projected full paper protocol", ""] + [f"- {line}" for line in projections]
+        lines += ["", "## Projected full paper protocol", ""] + [
+            f"- {line}" for line in projections
+        ]
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "training.md"
     path.write_text("\n".join(lines) + "\n")
@@ -405,15 +493,20 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
     parser.add_argument("--out", default=str(Path(__file__).parent), help="folder for training.md")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (the median is reported)")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="interleaved timing rounds (the median is reported)"
+    )
     parser.add_argument("--train-size", type=int, default=10000)
     parser.add_argument("--test-size", type=int, default=2000)
     parser.add_argument("--data-dir", default="resources/data")
     parser.add_argument("--no-authors", action="store_true", help="skip the authors'-style loop")
     args = parser.parse_args(argv)
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     torch.set_num_threads(args.threads)
     load_before = load_average()
     results, projections = [], []
@@ -423,40 +516,60 @@ def main(argv=None):
     if device.type == "cuda":
         cases.append(("cifar10", (3, 32, 32), 10, 64, CIFAR_MEAN, CIFAR_STD))
     for name, shape, classes, width, mean, std in cases:
-        data, raw, source = make_data(name, shape, classes, args.train_size, args.test_size, device,
-                                      args.data_dir, mean, std)
+        data, raw, source = make_data(
+            name, shape, classes, args.train_size, args.test_size, device, args.data_dir, mean, std
+        )
         tag = f"{name} {shape[0]}x{shape[1]}x{shape[2]} Skinny ch={width}"
         per_arm = {}
         for arm in ("efcn", "cnn"):
             torch.manual_seed(0)
             cnn = models.skinny_cnn(shape[0], shape[1], classes, width).to(device)
-            result = bench_case(f"{tag} {'eFCN relax' if arm == 'efcn' else 'CNN'} ({source})", cnn, data, raw,
-                                arm=arm, device=device, rounds=args.rounds, lr=lr, batch=batch,
-                                eval_batch=eval_batch, mean=mean, std=std, authors=not args.no_authors)
+            result = bench_case(
+                f"{tag} {'eFCN relax' if arm == 'efcn' else 'CNN'} ({source})",
+                cnn,
+                data,
+                raw,
+                arm=arm,
+                device=device,
+                rounds=args.rounds,
+                lr=lr,
+                batch=batch,
+                eval_batch=eval_batch,
+                mean=mean,
+                std=std,
+                authors=not args.no_authors,
+            )
             results.append(result)
             per_arm[arm] = result
         # Full paper protocol: 50,000 training and 10,000 test images; CNN 100 epochs, 18 relax
         # runs x 100 epochs. Train time scales with the training set, evaluation with the test set.
         scale_train, scale_test = 50000 / args.train_size, 10000 / args.test_size
 
-        def epoch_at_full_scale(r):
+        def epoch_at_full_scale(r, scale_train=scale_train, scale_test=scale_test):
             p = r["parts"]
             # the probe is mostly the projected CNN's test evaluation: scaled with the test set (an upper bound)
-            return (p["train"] * scale_train + (p["test eval"] + p.get("probe", 0.0)) * scale_test
-                    + p["state"])
+            return (
+                p["train"] * scale_train
+                + (p["test eval"] + p.get("probe", 0.0)) * scale_test
+                + p["state"]
+            )
 
         cnn_s, relax_s = epoch_at_full_scale(per_arm["cnn"]), epoch_at_full_scale(per_arm["efcn"])
         total = 100 * cnn_s + 18 * 100 * relax_s
-        projections.append(f"{tag} on {device.type}: CNN epoch {cnn_s:.2f} s, eFCN relax epoch {relax_s:.2f} s "
-                           f"at 50,000/10,000 images -> CNN 100 epochs + 18 relax runs x 100 epochs = "
-                           f"{total:.0f} s ({total / 3600:.2f} h)")
+        projections.append(
+            f"{tag} on {device.type}: CNN epoch {cnn_s:.2f} s, eFCN relax epoch {relax_s:.2f} s "
+            f"at 50,000/10,000 images -> CNN 100 epochs + 18 relax runs x 100 epochs = "
+            f"{total:.0f} s ({total / 3600:.2f} h)"
+        )
 
     machine = {
         "CPU": f"{cpu_model()} ({os.cpu_count()} logical cores visible)",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
         "torch threads": torch.get_num_threads(),
-        "huge pages for large CPU tensors (THP_MEM_ALLOC_ENABLE, set by needle)": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+        "huge pages for large CPU tensors (THP_MEM_ALLOC_ENABLE, set by needle)": os.environ.get(
+            "THP_MEM_ALLOC_ENABLE"
+        ),
         "kernel THP mode": transparent_huge_pages(),
         "load average before / after (1, 5, 15 min)": f"{load_before} / {load_average()}",
         "rounds": args.rounds,

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fake_datasets import write_fake_cifar, write_fake_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +34,14 @@ def script_env(extra: dict | None = None) -> dict:
     env["OMP_NUM_THREADS"] = "1"
     env["MKL_NUM_THREADS"] = "1"
     env["PYTHONHASHSEED"] = "0"
-    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+    for proxy in (
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "all_proxy",
+        "ALL_PROXY",
+    ):
         env[proxy] = "http://127.0.0.1:9"  # discard port: connection refused at once
     env.pop("no_proxy", None)
     env.pop("NO_PROXY", None)
@@ -47,18 +53,38 @@ def script_command(name: str, *args) -> list[str]:
     return [PYTHON, str(SCRIPTS / name), *map(str, args)]
 
 
-def run_script(name: str, *args, env: dict | None = None, check: bool = True, timeout: float = 300,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    name: str,
+    *args,
+    env: dict | None = None,
+    check: bool = True,
+    timeout: float = 300,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess:
     """Run one stage script to completion; with check=True a failure shows its stderr."""
-    result = subprocess.run(script_command(name, *args), capture_output=True, text=True, env=script_env(env),
-                            timeout=timeout, cwd=cwd or REPO)
+    result = subprocess.run(
+        script_command(name, *args),
+        capture_output=True,
+        text=True,
+        env=script_env(env),
+        timeout=timeout,
+        cwd=cwd or REPO,
+    )
     if check and result.returncode != 0:
-        pytest.fail(f"{name} {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}")
+        pytest.fail(
+            f"{name} {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}"
+        )
     return result
 
 
-def run_scripts(commands: list[tuple], *, jobs: int = 2, env: dict | None = None, timeout: float = 300,
-                check: bool = True) -> list:
+def run_scripts(
+    commands: list[tuple],
+    *,
+    jobs: int = 2,
+    env: dict | None = None,
+    timeout: float = 300,
+    check: bool = True,
+) -> list:
     """Run several (script, *args) commands, ``jobs`` at a time (their import time dominates);
     with check=True the first failure stops the others and shows its stderr."""
     pending = list(enumerate(commands))
@@ -67,37 +93,66 @@ def run_scripts(commands: list[tuple], *, jobs: int = 2, env: dict | None = None
     while pending or running:
         while pending and len(running) < jobs:
             index, (name, *args) = pending.pop(0)
-            process = subprocess.Popen(script_command(name, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, env=script_env(env), cwd=REPO)
+            process = subprocess.Popen(
+                script_command(name, *args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=script_env(env),
+                cwd=REPO,
+            )
             running.append((index, process, time.monotonic()))
         index, process, started = running.pop(0)
-        stdout, stderr = process.communicate(timeout=max(1.0, timeout - (time.monotonic() - started)))
-        results[index] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        stdout, stderr = process.communicate(
+            timeout=max(1.0, timeout - (time.monotonic() - started))
+        )
+        results[index] = subprocess.CompletedProcess(
+            process.args, process.returncode, stdout, stderr
+        )
         if check and process.returncode != 0:
             for _, other, _ in running:
                 other.kill()
                 other.wait()
-            pytest.fail(f"{' '.join(process.args[1:])} exited {process.returncode}:\n{stderr[-3000:]}")
+            pytest.fail(
+                f"{' '.join(process.args[1:])} exited {process.returncode}:\n{stderr[-3000:]}"
+            )
     return results
 
 
 def snakemake_command(directory: Path, configfile: Path, *args) -> list[str]:
     """Snakemake on the repository's Snakefile, with a working directory of the test's own."""
-    return [str(BIN / "snakemake"), "--snakefile", str(SNAKEFILE), "--directory", str(directory),
-            "--configfile", str(configfile), *map(str, args)]
+    return [
+        str(BIN / "snakemake"),
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(directory),
+        "--configfile",
+        str(configfile),
+        *map(str, args),
+    ]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``folder`` with its bytes and mtime, to prove a failing command left it alone."""
-    return {str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
-            for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file()
+    }
 
 
 def tiny_config(data_dir: Path, **overrides) -> dict:
     """A complete tiny experiment on fake Fashion-MNIST (every stage runs in a few seconds)."""
     experiment = {
-        "dataset": "fashion-mnist", "train_size": 200, "test_size": 100, "model": "skinny", "width": 4,
-        "seeds": [0], "eval_batch_size": 500, "on_divergence": "record",
+        "dataset": "fashion-mnist",
+        "train_size": 200,
+        "test_size": 100,
+        "model": "skinny",
+        "width": 4,
+        "seeds": [0],
+        "eval_batch_size": 500,
+        "on_divergence": "record",
         "cnn": {"epochs": 3, "lr": 0.1, "batch_size": 50, "checkpoint_points": 3},
         "fcn": {"epochs": 2, "lr": 0.05, "batch_size": 50},
         "relax": {"arms": ["efcn"], "relax_times": [1], "epochs": 2, "lr": 0.02, "batch_size": 50},
@@ -108,7 +163,12 @@ def tiny_config(data_dir: Path, **overrides) -> dict:
             experiment[key] = {**experiment[key], **value}
         else:
             experiment[key] = value
-    return {"data_dir": str(data_dir), "device": "cpu", "threads": 1, "experiments": {"tiny": experiment}}
+    return {
+        "data_dir": str(data_dir),
+        "device": "cpu",
+        "threads": 1,
+        "experiments": {"tiny": experiment},
+    }
 
 
 @pytest.fixture(scope="session")
@@ -130,9 +190,10 @@ def fake_cifar_env(tmp_path_factory, which: str) -> tuple[Path, dict]:
     write_fake_cifar(root / "data", which, n_train=200, n_test=100)
     hook = root / "hook"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(textwrap.dedent(f"""\
+    (hook / "sitecustomize.py").write_text(
+        textwrap.dedent(f"""\
         import sys
-        sys.path.insert(0, {str(REPO / 'tests')!r})
+        sys.path.insert(0, {str(REPO / "tests")!r})
         from fake_datasets import patch_torchvision_cifar
 
 
@@ -140,8 +201,9 @@ def fake_cifar_env(tmp_path_factory, which: str) -> tuple[Path, dict]:
             setattr = staticmethod(setattr)
 
 
-        patch_torchvision_cifar(_SetAttributes, {str(root / 'data')!r}, {which!r})
-        """))
+        patch_torchvision_cifar(_SetAttributes, {str(root / "data")!r}, {which!r})
+        """)
+    )
     return root / "data", {"PYTHONPATH": str(hook)}
 
 

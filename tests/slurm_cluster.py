@@ -30,9 +30,9 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -42,8 +42,19 @@ MUNGE_KEY = Path("/etc/munge/munge.key")
 CTLD_PORT, SLURMD_PORT = 6817, 6818
 NODE = "localhost"
 PARTITION = "debug"
-REQUIRED_BINARIES = ("munged", "munge", "unmunge", "slurmctld", "slurmd",
-                     "sbatch", "srun", "squeue", "sinfo", "scontrol", "scancel")
+REQUIRED_BINARIES = (
+    "munged",
+    "munge",
+    "unmunge",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "srun",
+    "squeue",
+    "sinfo",
+    "scontrol",
+    "scancel",
+)
 # Jobs must stay visible to `squeue`/`scontrol` for a while after they end:
 # without accounting, squeue is the only status source for Snakemake.
 MIN_JOB_AGE_S = 3600
@@ -68,9 +79,13 @@ class SlurmCluster:
     slurmd_log: Path
     partition: str = PARTITION
 
-    def run(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess:
         """Run a SLURM client command and return the completed process (text mode)."""
-        return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=timeout)
+        return subprocess.run(
+            list(args), capture_output=True, text=True, check=check, timeout=timeout
+        )
 
     def sbatch(self, *args: str) -> str:
         """Submit with `sbatch --parsable ARGS...` and return the job id."""
@@ -85,7 +100,9 @@ class SlurmCluster:
     def all_jobs(self) -> list[dict[str, str]]:
         """Every job the controller still remembers (finished ones for MinJobAge seconds)."""
         text = self.run("scontrol", "-o", "show", "job", check=False).stdout
-        return [parse_scontrol_record(line) for line in text.splitlines() if line.startswith("JobId=")]
+        return [
+            parse_scontrol_record(line) for line in text.splitlines() if line.startswith("JobId=")
+        ]
 
     def wait_for_job(self, job_id: str, timeout: float = 60) -> dict[str, str]:
         """Poll until the job left PENDING/RUNNING/COMPLETING; return its record."""
@@ -95,7 +112,9 @@ class SlurmCluster:
             if info.get("JobState") not in {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING"}:
                 return info
             if time.monotonic() > deadline:
-                raise TimeoutError(f"SLURM job {job_id} still {info.get('JobState')} after {timeout}s")
+                raise TimeoutError(
+                    f"SLURM job {job_id} still {info.get('JobState')} after {timeout}s"
+                )
             time.sleep(0.5)
 
     def ctld_log_text(self) -> str:
@@ -107,8 +126,13 @@ class SlurmCluster:
         self.run("scancel", "--full", "--user", "root", check=False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            out = self.run("squeue", "--noheader", "--states=PENDING,RUNNING,COMPLETING,CONFIGURING",
-                           "--format=%i", check=False).stdout
+            out = self.run(
+                "squeue",
+                "--noheader",
+                "--states=PENDING,RUNNING,COMPLETING,CONFIGURING",
+                "--format=%i",
+                check=False,
+            ).stdout
             if not out.strip():
                 return
             time.sleep(0.5)
@@ -161,6 +185,7 @@ def _start_munged(workdir: Path) -> subprocess.Popen | None:
     # munged insists that the key belongs to the daemon's user and is private.
     try:
         import pwd
+
         munge_user = pwd.getpwnam("munge")
         uid, gid = munge_user.pw_uid, munge_user.pw_gid
     except KeyError:
@@ -174,7 +199,7 @@ def _start_munged(workdir: Path) -> subprocess.Popen | None:
         os.chown(folder, uid, gid)
     os.chmod("/run/munge", 0o755)
 
-    log = open(workdir / "munged.out", "wb")
+    log = open(workdir / "munged.out", "wb")  # noqa: SIM115 (open while munged runs)
     # -F: foreground, so that the process is ours to stop; run as the munge user
     # when it exists (munged refuses root unless --force).
     cmd = ["munged", "-F"] if uid == 0 else ["runuser", "-u", "munge", "--", "munged", "-F"]
@@ -189,7 +214,9 @@ def _start_munged(workdir: Path) -> subprocess.Popen | None:
             break
         time.sleep(0.2)
     _stop(proc)
-    raise RuntimeError(f"munged did not start: {(workdir / 'munged.out').read_text(errors='replace')}")
+    raise RuntimeError(
+        f"munged did not start: {(workdir / 'munged.out').read_text(errors='replace')}"
+    )
 
 
 def _machine_memory_mb() -> int:
@@ -276,8 +303,12 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def _node_state() -> str:
-    out = subprocess.run(["sinfo", "--noheader", "--nodes", NODE, "--format=%T"],
-                         capture_output=True, text=True, timeout=10)
+    out = subprocess.run(
+        ["sinfo", "--noheader", "--nodes", NODE, "--format=%T"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     return out.stdout.strip()
 
 
@@ -288,15 +319,24 @@ def local_slurm_cluster(startup_timeout: float = 60) -> Iterator[SlurmCluster]:
     Raises SlurmUnavailable when this machine cannot host it; RuntimeError when
     the daemons were started but did not come up (with their log tails).
     """
-    missing = [b for b in REQUIRED_BINARIES if shutil.which(b) is None
-               and not Path("/usr/sbin", b).exists()]
-    _require(not missing, f"SLURM/munge binaries missing: {' '.join(missing)} "
-                          "(apt-get install -y slurm-wlm munge)")
+    missing = [
+        b
+        for b in REQUIRED_BINARIES
+        if shutil.which(b) is None and not Path("/usr/sbin", b).exists()
+    ]
+    _require(
+        not missing,
+        f"SLURM/munge binaries missing: {' '.join(missing)} (apt-get install -y slurm-wlm munge)",
+    )
     _require(os.geteuid() == 0, "needs root: writes /etc/slurm/slurm.conf and runs slurmd")
-    _require(subprocess.run(["pgrep", "-x", "slurmctld|slurmd"], capture_output=True).returncode != 0,
-             "a slurmctld/slurmd already runs on this machine; not touching it")
-    _require(_port_free(CTLD_PORT) and _port_free(SLURMD_PORT),
-             f"ports {CTLD_PORT}/{SLURMD_PORT} are taken")
+    _require(
+        subprocess.run(["pgrep", "-x", "slurmctld|slurmd"], capture_output=True).returncode != 0,
+        "a slurmctld/slurmd already runs on this machine; not touching it",
+    )
+    _require(
+        _port_free(CTLD_PORT) and _port_free(SLURMD_PORT),
+        f"ports {CTLD_PORT}/{SLURMD_PORT} are taken",
+    )
 
     workdir = Path(tempfile.mkdtemp(prefix="needle-slurm-"))
     os.chmod(workdir, 0o755)
@@ -322,15 +362,25 @@ def local_slurm_cluster(startup_timeout: float = 60) -> Iterator[SlurmCluster]:
             installed[path] = backup
             path.write_text(text)
 
-        cluster = SlurmCluster(workdir=workdir, cpus=cpus, real_memory_mb=memory,
-                               ctld_log=workdir / "slurmctld.log", slurmd_log=workdir / "slurmd.log")
+        cluster = SlurmCluster(
+            workdir=workdir,
+            cpus=cpus,
+            real_memory_mb=memory,
+            ctld_log=workdir / "slurmctld.log",
+            slurmd_log=workdir / "slurmd.log",
+        )
         # -D: stay in the foreground so that the processes are ours to stop;
         # -i: ignore any old state. slurmd -N: our node name is not the hostname.
-        for cmd, out in ((["slurmctld", "-D", "-i"], "slurmctld.out"),
-                         (["slurmd", "-D", "-N", NODE], "slurmd.out")):
+        for cmd, out in (
+            (["slurmctld", "-D", "-i"], "slurmctld.out"),
+            (["slurmd", "-D", "-N", NODE], "slurmd.out"),
+        ):
             with open(workdir / out, "wb") as log:
-                procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True))
+                procs.append(
+                    subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+                )
         deadline = time.monotonic() + startup_timeout
         state = ""
         while time.monotonic() < deadline:
@@ -348,7 +398,8 @@ def local_slurm_cluster(startup_timeout: float = 60) -> Iterator[SlurmCluster]:
             raise RuntimeError(
                 f"local SLURM did not come up (node state {state!r}).\n"
                 f"slurmctld log:\n{_tail(cluster.ctld_log)}\n{_tail(workdir / 'slurmctld.out', 10)}\n"
-                f"slurmd log:\n{_tail(cluster.slurmd_log)}\n{_tail(workdir / 'slurmd.out', 10)}")
+                f"slurmd log:\n{_tail(cluster.slurmd_log)}\n{_tail(workdir / 'slurmd.out', 10)}"
+            )
         yield cluster
     finally:
         if cluster is not None and all(p.poll() is None for p in procs):

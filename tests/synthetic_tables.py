@@ -12,8 +12,17 @@ import numpy as np
 import pandas as pd
 
 METRICS_COLUMNS = [
-    "experiment", "dataset", "model", "seed", "arm", "relax_time", "epoch",
-    "epochs_since_relax", "metric", "layer", "value",
+    "experiment",
+    "dataset",
+    "model",
+    "seed",
+    "arm",
+    "relax_time",
+    "epoch",
+    "epochs_since_relax",
+    "metric",
+    "layer",
+    "value",
 ]
 LANDSCAPE_COLUMNS = ["experiment", "seed", "path", "alpha", "split", "loss", "accuracy"]
 PARAMETER_COLUMNS = ["experiment", "dataset", "model", "width", "network", "parameters"]
@@ -23,11 +32,19 @@ FCN_FINAL = 0.70
 
 
 def _cnn_accuracy(epoch, rng):
-    return 0.1 + (CNN_FINAL - 0.1) * (1 - np.exp(-np.asarray(epoch, float) / 2.0)) + rng.normal(0, 0.003)
+    return (
+        0.1
+        + (CNN_FINAL - 0.1) * (1 - np.exp(-np.asarray(epoch, float) / 2.0))
+        + rng.normal(0, 0.003)
+    )
 
 
 def _fcn_accuracy(epoch, rng):
-    return 0.1 + (FCN_FINAL - 0.1) * (1 - np.exp(-np.asarray(epoch, float) / 3.0)) + rng.normal(0, 0.003)
+    return (
+        0.1
+        + (FCN_FINAL - 0.1) * (1 - np.exp(-np.asarray(epoch, float) / 3.0))
+        + rng.normal(0, 0.003)
+    )
 
 
 def _loss_from_accuracy(accuracy):
@@ -48,8 +65,16 @@ def _run_rows(base, epochs, since, train_acc, test_acc, diverged, extra=None):
     for key, values in series.items():
         metric, layer = key if isinstance(key, tuple) else (key, None)
         for epoch, since_relax, value in zip(epochs, since, np.broadcast_to(values, len(epochs))):
-            rows.append({**base, "epoch": int(epoch), "epochs_since_relax": since_relax,
-                         "metric": metric, "layer": layer, "value": float(value)})
+            rows.append(
+                {
+                    **base,
+                    "epoch": int(epoch),
+                    "epochs_since_relax": since_relax,
+                    "metric": metric,
+                    "layer": layer,
+                    "value": float(value),
+                }
+            )
     return rows
 
 
@@ -75,28 +100,56 @@ def synthetic_tables(
     rows, landscape_rows, parameter_rows = [], [], []
     for experiment in experiments:
         common = {"experiment": experiment, "dataset": "fashion-mnist", "model": "skinny"}
-        for network, count in {"cnn": 9178, "elcn": 396634, "efcn": 3462490, "fcn": 3462490}.items():
+        for network, count in {
+            "cnn": 9178,
+            "elcn": 396634,
+            "efcn": 3462490,
+            "fcn": 3462490,
+        }.items():
             parameter_rows.append({**common, "width": 16, "network": network, "parameters": count})
         for seed in seeds:
             cnn_epochs = np.arange(epochs + 1)
             cnn_test = _cnn_accuracy(cnn_epochs, rng)
-            rows += _run_rows({**common, "seed": seed, "arm": "cnn", "relax_time": np.nan},
-                              cnn_epochs, [np.nan] * len(cnn_epochs), cnn_test + 0.05, cnn_test, 0.0)
+            rows += _run_rows(
+                {**common, "seed": seed, "arm": "cnn", "relax_time": np.nan},
+                cnn_epochs,
+                [np.nan] * len(cnn_epochs),
+                cnn_test + 0.05,
+                cnn_test,
+                0.0,
+            )
             fcn_test = _fcn_accuracy(cnn_epochs, rng)
-            rows += _run_rows({**common, "seed": seed, "arm": "fcn", "relax_time": np.nan},
-                              cnn_epochs, [np.nan] * len(cnn_epochs), fcn_test + 0.1, fcn_test, 0.0)
+            rows += _run_rows(
+                {**common, "seed": seed, "arm": "fcn", "relax_time": np.nan},
+                cnn_epochs,
+                [np.nan] * len(cnn_epochs),
+                fcn_test + 0.1,
+                fcn_test,
+                0.0,
+            )
             for arm in arms:
                 for t_w in relax_times:
                     since = np.arange(epochs + 1)
                     start = _cnn_accuracy(t_w, rng)
                     # Ends between the FCN and the CNN, higher for later relax (claim 4 true, 5 false).
-                    final = FCN_FINAL + 0.04 + 0.04 * t_w / max(relax_times) - (0.01 if arm == "efcn" else 0)
-                    test = start + (final - start) * (1 - np.exp(-since / 1.5)) + rng.normal(0, 0.002, len(since))
+                    final = (
+                        FCN_FINAL
+                        + 0.04
+                        + 0.04 * t_w / max(relax_times)
+                        - (0.01 if arm == "efcn" else 0)
+                    )
+                    test = (
+                        start
+                        + (final - start) * (1 - np.exp(-since / 1.5))
+                        + rng.normal(0, 0.002, len(since))
+                    )
                     flag = np.zeros(len(since))
                     if (experiment, seed, arm, t_w) in diverged:
-                        test[len(since) // 2:] = 0.1
-                        flag[len(since) // 2:] = 1.0
-                    growth = 0.25 * (1 - np.exp(-since / 3.0)) * (1.2 - t_w / (2 * max(relax_times)))
+                        test[len(since) // 2 :] = 0.1
+                        flag[len(since) // 2 :] = 1.0
+                    growth = (
+                        0.25 * (1 - np.exp(-since / 3.0)) * (1.2 - t_w / (2 * max(relax_times)))
+                    )
                     extra = {
                         "projected_test_accuracy": test - 0.03 * growth / 0.25,
                         "projected_test_loss": _loss_from_accuracy(test - 0.03 * growth / 0.25),
@@ -110,20 +163,39 @@ def synthetic_tables(
                         extra[("deviation_nonsharing", layer)] = nonsharing
                         extra[("deviation", layer)] = np.hypot(nonlocal_part, nonsharing)
                     base = {**common, "seed": seed, "arm": arm, "relax_time": float(t_w)}
-                    rows += _run_rows(base, t_w + since, since.astype(float), test + 0.05, test, flag, extra)
+                    rows += _run_rows(
+                        base, t_w + since, since.astype(float), test + 0.05, test, flag, extra
+                    )
             if landscape:
                 alphas = np.linspace(0, 1, 11)
                 paths = [f"efcn_tw{t}: embedding -> final" for t in relax_times[:2]]
-                paths += [f"efcn_tw{relax_times[1]} final -> fcn final",
-                          f"efcn_tw{relax_times[0]} final -> efcn_tw{relax_times[-1]} final"]
+                paths += [
+                    f"efcn_tw{relax_times[1]} final -> fcn final",
+                    f"efcn_tw{relax_times[0]} final -> efcn_tw{relax_times[-1]} final",
+                ]
                 for path_index, path in enumerate(paths):
                     barrier = 0.5 * path_index * 4 * alphas * (1 - alphas)
                     for split, offset in (("train", 0.0), ("test", 0.15)):
-                        loss = 0.6 + offset - 0.2 * alphas + barrier + rng.normal(0, 0.005, len(alphas))
+                        loss = (
+                            0.6
+                            + offset
+                            - 0.2 * alphas
+                            + barrier
+                            + rng.normal(0, 0.005, len(alphas))
+                        )
                         accuracy = 0.78 - offset / 3 - 0.25 * barrier
-                        for alpha, l, a in zip(alphas, loss, accuracy):
-                            landscape_rows.append({"experiment": experiment, "seed": seed, "path": path,
-                                                   "alpha": alpha, "split": split, "loss": l, "accuracy": a})
+                        for alpha, point_loss, point_accuracy in zip(alphas, loss, accuracy):
+                            landscape_rows.append(
+                                {
+                                    "experiment": experiment,
+                                    "seed": seed,
+                                    "path": path,
+                                    "alpha": alpha,
+                                    "split": split,
+                                    "loss": point_loss,
+                                    "accuracy": point_accuracy,
+                                }
+                            )
     metrics = pd.DataFrame(rows, columns=METRICS_COLUMNS)
     return {
         "metrics": metrics,

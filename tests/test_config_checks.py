@@ -15,17 +15,44 @@ def test_checkpoint_epochs_match_numpy_logspace(epochs):
 
 
 def test_paper_relax_times():
-    assert checkpoint_epochs(100) == [0, 1, 2, 3, 4, 5, 6, 8, 11, 14, 18, 23, 29, 37, 48, 61, 78, 100]
+    assert checkpoint_epochs(100) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+        5,
+        6,
+        8,
+        11,
+        14,
+        18,
+        23,
+        29,
+        37,
+        48,
+        61,
+        78,
+        100,
+    ]
 
 
 @pytest.mark.parametrize(
     "model, width, channels, size, classes",
-    [("skinny", 64, 3, 32, 10), ("skinny", 16, 1, 28, 10), ("skinny", 8, 1, 40, 10), ("skinny", 4, 1, 32, 10),
-     ("alexnet", 0, 3, 32, 100), ("alexnet", 0, 1, 40, 10)],
+    [
+        ("skinny", 64, 3, 32, 10),
+        ("skinny", 16, 1, 28, 10),
+        ("skinny", 8, 1, 40, 10),
+        ("skinny", 4, 1, 32, 10),
+        ("alexnet", 0, 3, 32, 100),
+        ("alexnet", 0, 1, 40, 10),
+    ],
 )
 def test_arithmetic_parameter_counts_match_the_real_networks(model, width, channels, size, classes):
     cnn = models.build_cnn(model, channels, size, classes, width)
-    assert config_checks.parameter_counts(model, width, channels, size, classes) == embed.parameter_counts(cnn)
+    assert config_checks.parameter_counts(
+        model, width, channels, size, classes
+    ) == embed.parameter_counts(cnn)
 
 
 def test_too_small_images_are_refused():

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.datasets as tvd
+from fake_datasets import patch_torchvision_cifar, write_fake_cifar, write_fake_fashion_mnist
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from fake_datasets import patch_torchvision_cifar, write_fake_cifar, write_fake_fashion_mnist
 from needle import data
 from needle.errors import NeedleError
 
@@ -69,7 +69,7 @@ def test_dataset_shape_matches_loaded_data_and_needs_no_files():
     assert data.dataset_shape("fashion-mnist", canvas_size=40) == (1, 40, 10)
     assert data.dataset_shape("cifar10") == (3, 32, 10)
     assert data.dataset_shape("cifar100", 48) == (3, 48, 100)
-    assert data.DATASETS == {"fashion-mnist", "cifar10", "cifar100"}
+    assert {"fashion-mnist", "cifar10", "cifar100"} == data.DATASETS
 
 
 def test_unknown_dataset_name_is_rejected_listing_the_known_ones():

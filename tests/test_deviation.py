@@ -22,13 +22,16 @@ def tied_class_ids(layer):
     (c_in, h, w), (c_out, oh, ow) = layer.in_shape, layer.out_shape
     (kh, kw), (sh, sw), (ph, pw) = layer.kernel_size, layer.stride, layer.padding
     ids = torch.full(layer.weight.shape, -1, dtype=torch.long)
-    for o, i, j, c, ki, kj in itertools.product(range(c_out), range(oh), range(ow), range(c_in),
-                                                range(kh), range(kw)):
+    for o, i, j, c, ki, kj in itertools.product(
+        range(c_out), range(oh), range(ow), range(c_in), range(kh), range(kw)
+    ):
         y, x = i * sh + ki - ph, j * sw + kj - pw
         if 0 <= y < h and 0 <= x < w:
             class_id = ((o * c_in + c) * kh + ki) * kw + kj
             if isinstance(layer, Dense2d):
-                ids[(i * ow + j) * c_out + o, (y * w + x) * c_in + c] = class_id  # channels-last rows/cols
+                ids[(i * ow + j) * c_out + o, (y * w + x) * c_in + c] = (
+                    class_id  # channels-last rows/cols
+                )
             else:
                 ids[i * ow + j, o, (c * kh + ki) * kw + kj] = class_id
     return ids
@@ -39,7 +42,9 @@ def reference_projection(weight, ids):
     live = ids >= 0
     n = int(ids.max()) + 1
     sums = torch.zeros(n, dtype=weight.dtype).index_add_(0, ids[live], weight[live])
-    counts = torch.zeros(n, dtype=weight.dtype).index_add_(0, ids[live], torch.ones_like(weight[live]))
+    counts = torch.zeros(n, dtype=weight.dtype).index_add_(
+        0, ids[live], torch.ones_like(weight[live])
+    )
     projected = torch.zeros_like(weight)
     projected[live] = (sums / counts)[ids[live]]
     return projected
@@ -67,7 +72,9 @@ GEOMETRIES = [(4, 2, 2), (5, 1, 2), (3, 1, 1), (1, 1, 0), (3, 3, 3), (7, 2, 3), 
 
 
 @pytest.mark.parametrize("embed", [to_efcn, to_elcn], ids=["efcn", "elcn"])
-@pytest.mark.parametrize("setting", [(3, 32, 64, 0), (1, 28, 8, 3)], ids=["cifar_w64", "fmnist_w8_sgd"])
+@pytest.mark.parametrize(
+    "setting", [(3, 32, 64, 0), (1, 28, 8, 3)], ids=["cifar_w64", "fmnist_w8_sgd"]
+)
 def test_deviation_is_exactly_zero_right_after_embedding(embed, setting):
     channels, size, width, sgd_steps = setting
     torch.manual_seed(0)
@@ -75,8 +82,9 @@ def test_deviation_is_exactly_zero_right_after_embedding(embed, setting):
     opt = torch.optim.SGD(cnn.parameters(), lr=0.1)
     for _ in range(sgd_steps):
         opt.zero_grad()
-        nn.functional.cross_entropy(cnn(torch.randn(8, channels, size, size)),
-                                    torch.arange(8)).backward()
+        nn.functional.cross_entropy(
+            cnn(torch.randn(8, channels, size, size)), torch.arange(8)
+        ).backward()
         opt.step()
     deviations = layer_deviations(embed(cnn))
     assert set(deviations) == {"conv1", "conv2", "conv3", "all"}
@@ -91,7 +99,9 @@ def test_projecting_the_embedding_gives_back_the_cnn_weights(embed):
     template = skinny_cnn(3, 32, 10, 16)  # different weights: only the layout is used
     projected = project_to_cnn(embed(cnn), template)
     assert projected is not template
-    for (name, value), (_, original) in zip(projected.state_dict().items(), cnn.state_dict().items()):
+    for (name, value), (_, original) in zip(
+        projected.state_dict().items(), cnn.state_dict().items()
+    ):
         assert torch.equal(value, original), name
 
 
@@ -109,17 +119,25 @@ def test_projected_cnn_of_a_perturbed_efcn_embeds_to_the_orthogonal_projection(k
         expected = reference_projection(weight, ids)
         assert (reprojected.get_submodule(name).weight - expected).abs().max() <= 1e-12
         bias = layer.bias.detach().view(-1, layer.out_shape[0])  # (positions, channels)
-        assert torch.allclose(reprojected.get_submodule(name).bias.view_as(bias),
-                              bias.mean(0, keepdim=True).expand_as(bias), atol=1e-12, rtol=0)
+        assert torch.allclose(
+            reprojected.get_submodule(name).bias.view_as(bias),
+            bias.mean(0, keepdim=True).expand_as(bias),
+            atol=1e-12,
+            rtol=0,
+        )
         # deviations against brute-force norms; the two parts are orthogonal
         norm = weight.norm().item()
         got = deviations[name]
         assert got["deviation"] == pytest.approx((weight - expected).norm().item() / norm, rel=1e-9)
-        assert got["deviation_nonlocal"] == pytest.approx(weight[ids < 0].norm().item() / norm, rel=1e-9)
+        assert got["deviation_nonlocal"] == pytest.approx(
+            weight[ids < 0].norm().item() / norm, rel=1e-9
+        )
         assert got["deviation_nonsharing"] == pytest.approx(
-            (weight[ids >= 0] - expected[ids >= 0]).norm().item() / norm, rel=1e-9)
-        assert got["deviation_nonlocal"] ** 2 + got["deviation_nonsharing"] ** 2 == \
-            pytest.approx(got["deviation"] ** 2, rel=1e-12)
+            (weight[ids >= 0] - expected[ids >= 0]).norm().item() / norm, rel=1e-9
+        )
+        assert got["deviation_nonlocal"] ** 2 + got["deviation_nonsharing"] ** 2 == pytest.approx(
+            got["deviation"] ** 2, rel=1e-12
+        )
     # project_to_cnn does not modify its input
     assert all(torch.equal(value, before[key]) for key, value in efcn.state_dict().items())
 
@@ -140,7 +158,8 @@ def test_locally_connected_deviation_is_pure_nonsharing_over_live_weights(k, s, 
         got = deviations[name]
         assert got["deviation_nonlocal"] == 0.0
         assert got["deviation_nonsharing"] == pytest.approx(
-            (weight[live] - expected[live]).norm().item() / weight[live].norm().item(), rel=1e-9)
+            (weight[live] - expected[live]).norm().item() / weight[live].norm().item(), rel=1e-9
+        )
         assert got["deviation"] == pytest.approx(got["deviation_nonsharing"], rel=1e-12)
 
 
@@ -158,12 +177,14 @@ def test_all_pools_norms_over_layers():
     cnn = make_small_cnn(3, 1, 1)
     efcn = perturb(to_efcn(cnn), scale=0.2)
     deviations = layer_deviations(efcn)
-    squared_norms = {name: efcn.get_submodule(name).weight.norm().item() ** 2
-                     for name in ("conv1", "conv2")}
+    squared_norms = {
+        name: efcn.get_submodule(name).weight.norm().item() ** 2 for name in ("conv1", "conv2")
+    }
     for key in KEYS:
         pooled = sum(deviations[name][key] ** 2 * squared_norms[name] for name in squared_norms)
         assert deviations["all"][key] == pytest.approx(
-            math.sqrt(pooled / sum(squared_norms.values())), rel=1e-9)
+            math.sqrt(pooled / sum(squared_norms.values())), rel=1e-9
+        )
 
 
 @pytest.mark.parametrize("shape", [(3, 32), (1, 28)], ids=["cifar", "fmnist"])

@@ -7,8 +7,17 @@ import pytest
 import torch
 import torch.nn as nn
 
-from needle.embed import (Dense2d, LocallyConnected2d, conv_to_dense, efcn_bytes, parameter_counts,
-                          standard_fcn, tied_views, to_efcn, to_elcn)
+from needle.embed import (
+    Dense2d,
+    LocallyConnected2d,
+    conv_to_dense,
+    efcn_bytes,
+    parameter_counts,
+    standard_fcn,
+    tied_views,
+    to_efcn,
+    to_elcn,
+)
 from needle.errors import NeedleError
 from needle.models import alexnet_cifar, build_cnn, skinny_cnn
 
@@ -96,7 +105,12 @@ def test_conv_stacks_of_any_kernel_stride_padding_embed_exactly(k, s, p, k2, s2,
         # Rows and columns are in channels-last (y, x, c) order.
         dense = conv_to_dense(cnn.conv1, (2, 11, 9))
         basis = torch.eye(2 * 11 * 9, dtype=torch.float64).view(-1, 11, 9, 2).permute(0, 3, 1, 2)
-        jacobian = nn.functional.conv2d(basis, cnn.conv1.weight, None, s, p).permute(0, 2, 3, 1).flatten(1).T
+        jacobian = (
+            nn.functional.conv2d(basis, cnn.conv1.weight, None, s, p)
+            .permute(0, 2, 3, 1)
+            .flatten(1)
+            .T
+        )
         assert torch.equal(dense.weight, jacobian)
 
 
@@ -107,21 +121,30 @@ def test_embedding_is_float32_exact_copy_of_kernel_values():
         assert torch.equal(view, cnn.conv2.weight[:, :, ki, kj][:, None, None, :].expand_as(view))
     assert torch.equal(dense.bias.view(7 * 7, 8), cnn.conv2.bias[None, :].expand(7 * 7, 8))
     grid = dense.weight_grid()  # [i, j, o, y, x, c]: output (o, i, j), input pixel (c, y, x)
-    assert torch.equal(grid[3, 4, :, 3 + 1, 4 - 2, :], cnn.conv2.weight[:, :, 3, 0])  # offset (3, 0), padding 2
+    assert torch.equal(
+        grid[3, 4, :, 3 + 1, 4 - 2, :], cnn.conv2.weight[:, :, 3, 0]
+    )  # offset (3, 0), padding 2
     assert torch.count_nonzero(grid[3, 4, :, 0]) == 0  # row 0 is outside the 5x5 window of (3, 4)
 
 
-@pytest.mark.parametrize("in_channels, size, width, efcn, elcn", [
-    (3, 32, 64, 73_952_522, 7_797_002),
-    (1, 28, 64, 21_474_634, 5_598_538),
-    (1, 28, 32, 8_195_754, 1_461_930),
-    (1, 28, 16, 3_462_490, 396_634),
-])
+@pytest.mark.parametrize(
+    "in_channels, size, width, efcn, elcn",
+    [
+        (3, 32, 64, 73_952_522, 7_797_002),
+        (1, 28, 64, 21_474_634, 5_598_538),
+        (1, 28, 32, 8_195_754, 1_461_930),
+        (1, 28, 16, 3_462_490, 396_634),
+    ],
+)
 def test_parameter_counts_match_paper_notes(in_channels, size, width, efcn, elcn):
     cnn = skinny_cnn(in_channels, size, 10, width)
     counts = parameter_counts(cnn)
-    assert counts == {"cnn": sum(p.numel() for p in cnn.parameters()), "elcn": elcn,
-                      "efcn": efcn, "fcn": efcn}
+    assert counts == {
+        "cnn": sum(p.numel() for p in cnn.parameters()),
+        "elcn": elcn,
+        "efcn": efcn,
+        "fcn": efcn,
+    }
     assert efcn_bytes(cnn) == 4 * efcn and efcn_bytes(cnn, torch.float64) == 8 * efcn
 
 
@@ -136,8 +159,13 @@ def test_parameter_counts_equal_the_built_networks_for_small_settings():
 def test_alexnet_cifar_counts_by_arithmetic():
     counts = parameter_counts(alexnet_cifar(3, 32, 10))
     # conv layers (in CxHxW -> out CxHxW), folded: rows x cols + one bias per row
-    dense = [(3 * 32 * 32, 64 * 17 * 17), (64 * 8 * 8, 192 * 8 * 8), (192 * 3 * 3, 384 * 3 * 3),
-             (384 * 3 * 3, 256 * 3 * 3), (256 * 3 * 3, 256 * 3 * 3)]
+    dense = [
+        (3 * 32 * 32, 64 * 17 * 17),
+        (64 * 8 * 8, 192 * 8 * 8),
+        (192 * 3 * 3, 384 * 3 * 3),
+        (384 * 3 * 3, 256 * 3 * 3),
+        (256 * 3 * 3, 256 * 3 * 3),
+    ]
     head = 256 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
     assert counts["efcn"] == sum(i * o + o for i, o in dense) + head == 126_832_586
     assert counts["cnn"] == 2_848_906
@@ -168,8 +196,9 @@ def test_standard_fcn_has_efcn_shapes_and_pytorch_default_init():
     torch.manual_seed(0)
     cnn = skinny_cnn(1, 28, 10, 16)
     fcn, efcn = standard_fcn(cnn), to_efcn(cnn)
-    assert [(k, v.shape) for k, v in fcn.state_dict().items()] == \
-           [(k, v.shape) for k, v in efcn.state_dict().items()]
+    assert [(k, v.shape) for k, v in fcn.state_dict().items()] == [
+        (k, v.shape) for k, v in efcn.state_dict().items()
+    ]
     for name in ("conv1", "conv2", "conv3"):
         weight = fcn.get_submodule(name).weight
         bound = 1 / math.sqrt(weight.shape[1])  # nn.Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))

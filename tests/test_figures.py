@@ -6,11 +6,11 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from synthetic_tables import synthetic_tables, write_synthetic_tables
 
 from needle.errors import NeedleError
 from needle.plotting import FIGURES, OUTPUTS, TABLES, draw_all
 from needle.summary import run_outcomes, summarize, summary_markdown, write_summary
-from synthetic_tables import synthetic_tables, write_synthetic_tables
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow" / "scripts"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,7 +24,11 @@ def tables():
 def set_final_test_accuracy(metrics, experiment, arm, relax_time, value):
     """Copy of `metrics` where every seed of one run ends at test accuracy `value`."""
     metrics = metrics.copy()
-    run = (metrics["experiment"] == experiment) & (metrics["arm"] == arm) & (metrics["relax_time"] == relax_time)
+    run = (
+        (metrics["experiment"] == experiment)
+        & (metrics["arm"] == arm)
+        & (metrics["relax_time"] == relax_time)
+    )
     last = metrics.loc[run].groupby("seed")["epoch"].transform("max")
     final = run & (metrics["metric"] == "test_accuracy")
     final &= metrics["epoch"] == last.reindex(metrics.index)
@@ -64,17 +68,35 @@ def test_figure_names_constant_lists_pngs_and_outputs_add_the_table():
 def test_cli_without_landscape_draws_a_placeholder_landscape(tmp_path):
     import plot_figures
 
-    paths = write_synthetic_tables(tmp_path, experiments=("only",), seeds=(0,), relax_times=(0, 2),
-                                   arms=("efcn",), epochs=4, landscape=False)
-    plot_figures.main(["--metrics", str(paths["metrics"]), "--parameter-counts", str(paths["parameter_counts"]),
-                       "--outdir", str(tmp_path / "figures")])
+    paths = write_synthetic_tables(
+        tmp_path,
+        experiments=("only",),
+        seeds=(0,),
+        relax_times=(0, 2),
+        arms=("efcn",),
+        epochs=4,
+        landscape=False,
+    )
+    plot_figures.main(
+        [
+            "--metrics",
+            str(paths["metrics"]),
+            "--parameter-counts",
+            str(paths["parameter_counts"]),
+            "--outdir",
+            str(tmp_path / "figures"),
+        ]
+    )
     for name in FIGURES:
         assert_png(tmp_path / "figures" / name)
 
 
 def test_plot_figures_under_snakemake_rejects_outputs_it_does_not_write(tmp_path):
-    fake = SimpleNamespace(input=SimpleNamespace(metrics="m.csv", parameter_counts="p.csv"),
-                           output=[str(tmp_path / "accuracy.pdf")], log=[])
+    fake = SimpleNamespace(
+        input=SimpleNamespace(metrics="m.csv", parameter_counts="p.csv"),
+        output=[str(tmp_path / "accuracy.pdf")],
+        log=[],
+    )
     with pytest.raises(NeedleError, match="OUTPUTS"):
         runpy.run_path(str(SCRIPTS / "plot_figures.py"), init_globals={"snakemake": fake})
 
@@ -112,14 +134,20 @@ def test_an_intermediate_efcn_above_the_cnn_turns_claim_5_true(tables):
 
 @pytest.mark.parametrize("relax_time", [0.0, 8.0])
 def test_relax_at_0_or_at_the_cnns_last_epoch_is_not_intermediate_for_claim_5(tables, relax_time):
-    summary = summarize(set_final_test_accuracy(tables["metrics"], "fashion-a", "efcn", relax_time, 0.95))
+    summary = summarize(
+        set_final_test_accuracy(tables["metrics"], "fashion-a", "efcn", relax_time, 0.95)
+    )
     assert not row(summary, "fashion-a")["claim5_intermediate_efcn_beats_cnn"]
 
 
 def test_deviation_threshold_decides_claim_3(tables):
     largest = summarize(tables["metrics"])["claim3_max_final_deviation"].max()
-    assert summarize(tables["metrics"], deviation_threshold=largest * 1.01)["claim3_deviation_small"].all()
-    assert not summarize(tables["metrics"], deviation_threshold=largest * 0.99)["claim3_deviation_small"].any()
+    assert summarize(tables["metrics"], deviation_threshold=largest * 1.01)[
+        "claim3_deviation_small"
+    ].all()
+    assert not summarize(tables["metrics"], deviation_threshold=largest * 0.99)[
+        "claim3_deviation_small"
+    ].any()
 
 
 def test_diverged_runs_are_counted_and_excluded_from_means_and_verdicts():
@@ -152,10 +180,14 @@ def test_verdicts_are_undecided_without_the_arms_that_decide_them(tables):
 
 def test_summarize_script_reads_csv_and_writes_csv_and_markdown_under_snakemake(tmp_path):
     paths = write_synthetic_tables(tmp_path, experiments=("fashion-a",))
-    fake = SimpleNamespace(input=SimpleNamespace(metrics=[str(paths["metrics"])]),
-                           output=SimpleNamespace(csv=str(tmp_path / "summary.csv"),
-                                                  markdown=str(tmp_path / "summary.md")),
-                           params=SimpleNamespace(deviation_threshold=0.5), log=[str(tmp_path / "summary.log")])
+    fake = SimpleNamespace(
+        input=SimpleNamespace(metrics=[str(paths["metrics"])]),
+        output=SimpleNamespace(
+            csv=str(tmp_path / "summary.csv"), markdown=str(tmp_path / "summary.md")
+        ),
+        params=SimpleNamespace(deviation_threshold=0.5),
+        log=[str(tmp_path / "summary.log")],
+    )
     runpy.run_path(str(SCRIPTS / "summarize.py"), init_globals={"snakemake": fake})
     written = pd.read_csv(tmp_path / "summary.csv")
     assert written.loc[0, "claim4_efcn_beats_fcn_every_tw"] == True  # noqa: E712 (CSV round trip)
@@ -180,8 +212,11 @@ def test_a_table_without_the_contract_columns_is_rejected_with_a_needle_error(ta
 
 def test_best_accuracy_of_a_relaxed_run_ignores_the_relax_point_which_is_the_cnn_itself(tables):
     metrics = tables["metrics"].copy()
-    relax_point = (metrics["arm"] == "efcn") & (metrics["epochs_since_relax"] == 0) & (
-        metrics["metric"] == "test_accuracy")
+    relax_point = (
+        (metrics["arm"] == "efcn")
+        & (metrics["epochs_since_relax"] == 0)
+        & (metrics["metric"] == "test_accuracy")
+    )
     before = run_outcomes(metrics)
     metrics.loc[relax_point, "value"] = 0.99
     after = run_outcomes(metrics)

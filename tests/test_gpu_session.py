@@ -9,7 +9,6 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import REPO, script_env
 
 pytestmark = pytest.mark.slow  # about a minute: the benchmark and six short runs
@@ -17,12 +16,27 @@ pytestmark = pytest.mark.slow  # about a minute: the benchmark and six short run
 
 def test_gpu_session_smoke_runs_benchmark_cnn_fcn_and_every_relax_time(tmp_path, fashion_dir):
     out = tmp_path / "out"
-    env = script_env({"NEEDLE_SESSION": "smoke", "NEEDLE_DATA_DIR": str(fashion_dir), "PYTHON": sys.executable})
-    result = subprocess.run(["bash", "bench/gpu_session.sh", str(out), "400"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = script_env(
+        {"NEEDLE_SESSION": "smoke", "NEEDLE_DATA_DIR": str(fashion_dir), "PYTHON": sys.executable}
+    )
+    result = subprocess.run(
+        ["bash", "bench/gpu_session.sh", str(out), "400"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = (out / "session.log").read_text()
-    for step in ("bench", "cnn", "fcn", "efcn relaxed at 3", "efcn relaxed at 1", "efcn relaxed at 0"):
+    for step in (
+        "bench",
+        "cnn",
+        "fcn",
+        "efcn relaxed at 3",
+        "efcn relaxed at 1",
+        "efcn relaxed at 0",
+    ):
         assert f"== {step}: exit 0" in log, log[-3000:]
     assert (out / "training.md").read_text().startswith("# Training benchmark")
     table = pd.read_csv(out / "preset_metrics.csv")

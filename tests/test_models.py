@@ -12,12 +12,15 @@ def n_params(net):
     return sum(p.numel() for p in net.parameters())
 
 
-@pytest.mark.parametrize("in_channels, image_size, width, expected", [
-    (3, 32, 64, 143_178),   # CIFAR-10
-    (1, 28, 64, 141_130),   # Fashion-MNIST
-    (1, 28, 32, 35_754),
-    (1, 28, 16, 9_178),
-])
+@pytest.mark.parametrize(
+    "in_channels, image_size, width, expected",
+    [
+        (3, 32, 64, 143_178),  # CIFAR-10
+        (1, 28, 64, 141_130),  # Fashion-MNIST
+        (1, 28, 32, 35_754),
+        (1, 28, 16, 9_178),
+    ],
+)
 def test_skinny_parameter_counts_match_paper_notes(in_channels, image_size, width, expected):
     assert n_params(skinny_cnn(in_channels, image_size, 10, width)) == expected
 
@@ -29,8 +32,18 @@ def test_alexnet_cifar10_has_2848906_parameters():
 def test_skinny_children_are_named_and_shaped_as_in_the_paper():
     net = skinny_cnn(3, 32, 10)
     assert list(dict(net.named_children())) == [
-        "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3", "pool3",
-        "flatten", "fc"]
+        "conv1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "pool2",
+        "conv3",
+        "relu3",
+        "pool3",
+        "flatten",
+        "fc",
+    ]
     assert (net.conv1.kernel_size, net.conv1.stride, net.conv1.padding) == ((4, 4), (2, 2), (2, 2))
     assert (net.conv2.kernel_size, net.conv2.stride, net.conv2.padding) == ((5, 5), (1, 1), (2, 2))
     assert (net.conv3.kernel_size, net.conv3.stride, net.conv3.padding) == ((3, 3), (1, 1), (1, 1))
@@ -46,17 +59,48 @@ def test_skinny_children_are_named_and_shaped_as_in_the_paper():
 
 def test_alexnet_children_are_named_with_dropouts_before_fc1_and_fc2():
     names = list(dict(alexnet_cifar(3, 32, 100).named_children()))
-    assert names == ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "conv3", "relu3",
-                     "conv4", "relu4", "conv5", "relu5", "pool5", "flatten", "dropout1", "fc1",
-                     "relu6", "dropout2", "fc2", "relu7", "fc3"]
+    assert names == [
+        "conv1",
+        "relu1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "pool2",
+        "conv3",
+        "relu3",
+        "conv4",
+        "relu4",
+        "conv5",
+        "relu5",
+        "pool5",
+        "flatten",
+        "dropout1",
+        "fc1",
+        "relu6",
+        "dropout2",
+        "fc2",
+        "relu7",
+        "fc3",
+    ]
     net = alexnet_cifar(3, 32, 100)
     assert net.dropout1.p == 0.5 and net.dropout2.p == 0.5 and net.fc3.out_features == 100
 
 
-@pytest.mark.parametrize("model, in_channels, image_size", [
-    ("skinny", 3, 32), ("skinny", 1, 28), ("skinny", 1, 40), ("skinny", 3, 64),
-    ("alexnet", 3, 32), ("alexnet", 1, 28), ("alexnet", 3, 48)])
-def test_flatten_size_is_derived_so_forward_works_for_any_image_size(model, in_channels, image_size):
+@pytest.mark.parametrize(
+    "model, in_channels, image_size",
+    [
+        ("skinny", 3, 32),
+        ("skinny", 1, 28),
+        ("skinny", 1, 40),
+        ("skinny", 3, 64),
+        ("alexnet", 3, 32),
+        ("alexnet", 1, 28),
+        ("alexnet", 3, 48),
+    ],
+)
+def test_flatten_size_is_derived_so_forward_works_for_any_image_size(
+    model, in_channels, image_size
+):
     net = build_cnn(model, in_channels, image_size, 7, 8).eval()
     out = net(torch.randn(2, in_channels, image_size, image_size))
     assert out.shape == (2, 7)

@@ -25,7 +25,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import CPU, run_script, script_command, script_env, snakemake_command, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -39,22 +38,69 @@ EPOCHS = {"cnn": CNN_EPOCHS, "relax": 10, "fcn": 8}
 
 
 def stage_commands(data_dir, out: Path, cnn_checkpoints: Path) -> dict[str, tuple]:
-    common = ("--dataset", "fashion-mnist", "--data-dir", data_dir, "--width", WIDTH, "--batch-size", 50,
-              "--lr", "0.05", *CPU)
+    common = (
+        "--dataset",
+        "fashion-mnist",
+        "--data-dir",
+        data_dir,
+        "--width",
+        WIDTH,
+        "--batch-size",
+        50,
+        "--lr",
+        "0.05",
+        *CPU,
+    )
     return {
-        "cnn": ("train_cnn.py", *common, "--epochs", CNN_EPOCHS, "--checkpoint-points", POINTS,
-                "--checkpoint-dir", out / "checkpoints", "--metrics", out / "metrics.csv"),
-        "relax": ("relax.py", *common, "--epochs", EPOCHS["relax"], "--arm", "efcn", "--relax-time", RELAX_TIME,
-                  "--checkpoint", cnn_checkpoints / f"epoch{RELAX_TIME}.pt",
-                  "--metrics", out / "metrics.csv", "--final-weights", out / "final.pt"),
-        "fcn": ("train_fcn.py", *common, "--epochs", EPOCHS["fcn"], "--metrics", out / "metrics.csv",
-                "--final-weights", out / "final.pt"),
+        "cnn": (
+            "train_cnn.py",
+            *common,
+            "--epochs",
+            CNN_EPOCHS,
+            "--checkpoint-points",
+            POINTS,
+            "--checkpoint-dir",
+            out / "checkpoints",
+            "--metrics",
+            out / "metrics.csv",
+        ),
+        "relax": (
+            "relax.py",
+            *common,
+            "--epochs",
+            EPOCHS["relax"],
+            "--arm",
+            "efcn",
+            "--relax-time",
+            RELAX_TIME,
+            "--checkpoint",
+            cnn_checkpoints / f"epoch{RELAX_TIME}.pt",
+            "--metrics",
+            out / "metrics.csv",
+            "--final-weights",
+            out / "final.pt",
+        ),
+        "fcn": (
+            "train_fcn.py",
+            *common,
+            "--epochs",
+            EPOCHS["fcn"],
+            "--metrics",
+            out / "metrics.csv",
+            "--final-weights",
+            out / "final.pt",
+        ),
     }
 
 
 def declared_outputs(out: Path) -> list[Path]:
     """The stage's declared outputs (and any temporaries beside them) that exist now."""
-    candidates = [out / "metrics.csv", out / "final.pt", *(out / "checkpoints").glob("*"), *out.glob(".*.tmp")]
+    candidates = [
+        out / "metrics.csv",
+        out / "final.pt",
+        *(out / "checkpoints").glob("*"),
+        *out.glob(".*.tmp"),
+    ]
     return sorted(path for path in candidates if path.is_file())
 
 
@@ -67,8 +113,12 @@ def assert_same_payload(path: Path, reference: Path) -> None:
     assert got.keys() == want.keys(), path
     assert got["model"].keys() == want["model"].keys(), path
     for key, tensor in want["model"].items():
-        assert torch.equal(got["model"][key], tensor), f"{path}: {key} differs from the uninterrupted run"
-    assert got.get("optimizer", {}).get("param_groups") == want.get("optimizer", {}).get("param_groups"), path
+        assert torch.equal(got["model"][key], tensor), (
+            f"{path}: {key} differs from the uninterrupted run"
+        )
+    assert got.get("optimizer", {}).get("param_groups") == want.get("optimizer", {}).get(
+        "param_groups"
+    ), path
     for key in set(want) - {"model", "optimizer"}:
         assert got[key] == want[key], f"{path}: {key}"
 
@@ -109,8 +159,12 @@ def kill_at_random(command: tuple, out: Path, writes: int, delay: float, log: li
     """Start ``command``; after its ``writes``-th resume-state write, wait ``delay`` s and SIGKILL it."""
     state = out / "resume" / "state.pt"
     seen, last = 0, state_identity(state)
-    process = subprocess.Popen(script_command(*command), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env=script_env())
+    process = subprocess.Popen(
+        script_command(*command),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=script_env(),
+    )
     try:
         while process.poll() is None and seen < writes:
             current = state_identity(state)
@@ -125,13 +179,27 @@ def kill_at_random(command: tuple, out: Path, writes: int, delay: float, log: li
         if process.poll() is None:
             process.kill()
             process.wait()
-    where = "after the run ended" if finished else (
-        f"with resume state at epoch {resumed_epochs(state)}" if state.exists() else "while exiting")
+    where = (
+        "after the run ended"
+        if finished
+        else (
+            f"with resume state at epoch {resumed_epochs(state)}"
+            if state.exists()
+            else "while exiting"
+        )
+    )
     log.append(f"{out.name}: SIGKILL {delay:.2f} s after resume-state write {writes}, {where}")
 
 
-def kill_chain(name: str, command: tuple, out: Path, reference: Path, seconds: float, rng: random.Random,
-               log: list) -> None:
+def kill_chain(
+    name: str,
+    command: tuple,
+    out: Path,
+    reference: Path,
+    seconds: float,
+    rng: random.Random,
+    log: list,
+) -> None:
     per_epoch = seconds / EPOCHS[name]
     for _ in range(KILLS[name]):
         left = EPOCHS[name] - resumed_epochs(out / "resume" / "state.pt")
@@ -148,8 +216,13 @@ def killed_runs(tmp_path_factory, fashion_dir):
     reference = {stage: root / "reference" / stage for stage in KILLS}
     killed = {stage: root / "killed" / stage for stage in KILLS}
     cnn_checkpoints = reference["cnn"] / "checkpoints"
-    commands = {stage: stage_commands(fashion_dir, reference[stage], cnn_checkpoints)[stage] for stage in KILLS}
-    chains = {stage: stage_commands(fashion_dir, killed[stage], cnn_checkpoints)[stage] for stage in KILLS}
+    commands = {
+        stage: stage_commands(fashion_dir, reference[stage], cnn_checkpoints)[stage]
+        for stage in KILLS
+    }
+    chains = {
+        stage: stage_commands(fashion_dir, killed[stage], cnn_checkpoints)[stage] for stage in KILLS
+    }
     seconds = {}
     log: list[str] = []
     rngs = {stage: random.Random(f"{KILL_SEED}-{stage}") for stage in KILLS}
@@ -161,7 +234,9 @@ def killed_runs(tmp_path_factory, fashion_dir):
             seconds[stage] = training_seconds(result.stderr)
 
     def chain(stage):
-        kill_chain(stage, chains[stage], killed[stage], reference[stage], seconds[stage], rngs[stage], log)
+        kill_chain(
+            stage, chains[stage], killed[stage], reference[stage], seconds[stage], rngs[stage], log
+        )
 
     with ThreadPoolExecutor(2) as pool:  # two processes at a time on 2 cores
         list(pool.map(reference_run, ["cnn", "fcn"]))
@@ -196,14 +271,24 @@ def test_a_killed_and_rerun_stage_ends_identical_to_an_uninterrupted_run(killed_
 def test_snakemake_killed_during_training_resumes_on_rerun(tmp_path, fashion_dir):
     """SIGKILL to the driver and its jobs (a lost node), then a plain rerun: the default profile's
     rerun-incomplete reruns the interrupted job, which continues from its resume state."""
-    config = tiny_config(fashion_dir, width=8, cnn={"epochs": 60, "checkpoint_points": 4},
-                         relax={"relax_times": [1], "epochs": 1}, fcn={"epochs": 1})
+    config = tiny_config(
+        fashion_dir,
+        width=8,
+        cnn={"epochs": 60, "checkpoint_points": 4},
+        relax={"relax_times": [1], "epochs": 1},
+        fcn={"epochs": 1},
+    )
     configfile = tmp_path / "config.yaml"
     configfile.write_text(yaml.safe_dump(config))
     command = snakemake_command(tmp_path, configfile, "--cores", 2, "metrics")
     state = tmp_path / "results" / "tiny" / "seed0" / "cnn" / "resume" / "state.pt"
-    driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=script_env(),
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=script_env(),
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not (state.exists() and len(load_tensors(state)["rows"]) > 3):
@@ -216,7 +301,12 @@ def test_snakemake_killed_during_training_resumes_on_rerun(tmp_path, fashion_dir
     assert not (tmp_path / "results" / "tiny" / "seed0" / "cnn" / "metrics.csv").exists()
     env = script_env()
     # A killed driver leaves its lock: the documented first step is --unlock.
-    subprocess.run(snakemake_command(tmp_path, configfile, "--unlock"), env=env, check=True, capture_output=True)
+    subprocess.run(
+        snakemake_command(tmp_path, configfile, "--unlock"),
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     log = (tmp_path / "logs" / "tiny" / "seed0" / "train_cnn.log").read_text()

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import script_env
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
 
@@ -39,12 +38,17 @@ TRAINING_RULES = ("train_cnn", "relax", "train_fcn", "landscape")
 # get 1 so that two jobs share the 2-CPU node and the run stays short.
 TEST_THREADS = {"train_cnn": 1, "relax": 1, "train_fcn": 1, "landscape": 2}
 CLUSTER_FLAGS = [
-    "--slurm-status-command", "squeue",
-    "--slurm-init-seconds-before-status-checks", "1",
-    "--seconds-between-status-checks", "1",
+    "--slurm-status-command",
+    "squeue",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--seconds-between-status-checks",
+    "1",
     "--slurm-keep-successful-logs",
-    "--latency-wait", "5",
-    "--set-threads", *(f"{rule}={threads}" for rule, threads in TEST_THREADS.items()),
+    "--latency-wait",
+    "5",
+    "--set-threads",
+    *(f"{rule}={threads}" for rule, threads in TEST_THREADS.items()),
 ]
 ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING"}
 RUN_TIMEOUT_S = 600
@@ -53,13 +57,20 @@ RUN_TIMEOUT_S = 600
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
     """`snakemake` on the real workflow and profile, results in `workdir`, test flags added."""
     return [
-        sys.executable, "-m", "snakemake",
+        sys.executable,
+        "-m",
+        "snakemake",
         *args,  # first: targets must not follow a many-valued option such as --set-threads
-        "--snakefile", str(SNAKEFILE),
-        "--directory", str(workdir),
-        "--executor", "slurm",
-        "--workflow-profile", str(PROFILE_DIR),
-        "--configfile", str(TEST_CONFIG),
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--executor",
+        "slurm",
+        "--workflow-profile",
+        str(PROFILE_DIR),
+        "--configfile",
+        str(TEST_CONFIG),
         *CLUSTER_FLAGS,
     ]
 
@@ -73,9 +84,17 @@ def job_environment() -> dict[str, str]:
     return env
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
-    return subprocess.run(snakemake_command(workdir, *args), cwd=REPO, env=job_environment(),
-                          capture_output=True, text=True, timeout=timeout)
+def run_snakemake(
+    workdir: Path, *args: str, timeout: float = RUN_TIMEOUT_S
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        snakemake_command(workdir, *args),
+        cwd=REPO,
+        env=job_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @dataclass
@@ -100,9 +119,13 @@ def parse_dry_run(output: str) -> tuple[list[PlannedJob], list[str]]:
         if rule == "all":
             final_inputs = fields.get("input", "").split(", ")
             continue
-        values = [pair.split("=", 1)[1] for pair in fields.get("wildcards", "").split(", ") if "=" in pair]
+        values = [
+            pair.split("=", 1)[1] for pair in fields.get("wildcards", "").split(", ") if "=" in pair
+        ]
         comment = f"rule_{rule}" + (f"_wildcards_{'_'.join(values)}" if values else "")
-        resources = dict(pair.split("=", 1) for pair in fields.get("resources", "").split(", ") if "=" in pair)
+        resources = dict(
+            pair.split("=", 1) for pair in fields.get("resources", "").split(", ") if "=" in pair
+        )
         jobs.append(PlannedJob(rule, comment, fields.get("output", "").split(", "), resources))
     return jobs, final_inputs
 
@@ -127,7 +150,11 @@ def slurm_megabytes(memory: str) -> int:
 
 def jobs_of(cluster: SlurmCluster, workdir: Path) -> list[dict[str, str]]:
     """Every SLURM job the controller remembers that ran in `workdir`."""
-    return [job for job in cluster.all_jobs() if os.path.realpath(job.get("WorkDir", "")) == os.path.realpath(workdir)]
+    return [
+        job
+        for job in cluster.all_jobs()
+        if os.path.realpath(job.get("WorkDir", "")) == os.path.realpath(workdir)
+    ]
 
 
 def tail(path: Path, lines: int = 60) -> str:
@@ -141,7 +168,9 @@ class InterruptedRun:
     workdir: Path
     planned: list[PlannedJob]
     final_inputs: list[str]
-    finished_before_kill: dict[str, dict[str, str]]  # comment -> SLURM job, COMPLETED before the kill
+    finished_before_kill: dict[
+        str, dict[str, str]
+    ]  # comment -> SLURM job, COMPLETED before the kill
     interrupted: list[dict[str, str]]  # SLURM jobs still queued or running at the kill
     output_mtimes: dict[str, float]  # outputs that existed once the interrupted jobs were cancelled
     jobs: list[dict[str, str]]  # every SLURM job of both runs, at the end
@@ -151,7 +180,9 @@ class InterruptedRun:
 
 def killed_mid_relax(jobs: list[dict[str, str]]) -> bool:
     """Some relax job has finished while others still wait or run: kill the driver now."""
-    relax_states = [job["JobState"] for job in jobs if rule_of(job.get("Comment", "rule_x")) == "relax"]
+    relax_states = [
+        job["JobState"] for job in jobs if rule_of(job.get("Comment", "rule_x")) == "relax"
+    ]
     return "COMPLETED" in relax_states and any(state in ACTIVE_STATES for state in relax_states)
 
 
@@ -168,8 +199,14 @@ def interrupted_run(slurm_cluster, tmp_path_factory) -> InterruptedRun:  # noqa:
 
     first_log = logs / "first.log"
     with open(first_log, "w") as log:
-        driver = subprocess.Popen(snakemake_command(workdir), cwd=REPO, env=job_environment(),
-                                  stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        driver = subprocess.Popen(
+            snakemake_command(workdir),
+            cwd=REPO,
+            env=job_environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while not killed_mid_relax(jobs_of(slurm_cluster, workdir)):
@@ -193,8 +230,12 @@ def interrupted_run(slurm_cluster, tmp_path_factory) -> InterruptedRun:  # noqa:
         assert time.monotonic() < deadline, "interrupted SLURM jobs did not end after scancel"
         time.sleep(0.5)
     finished = {job["Comment"]: job for job in at_kill if job["JobState"] == "COMPLETED"}
-    output_mtimes = {output: (workdir / output).stat().st_mtime
-                     for job in planned for output in job.outputs if (workdir / output).exists()}
+    output_mtimes = {
+        output: (workdir / output).stat().st_mtime
+        for job in planned
+        for output in job.outputs
+        if (workdir / output).exists()
+    }
 
     # A SIGKILLed driver leaves its lock behind: unlock, then resume.
     unlock = run_snakemake(workdir, "--unlock", timeout=120)
@@ -202,15 +243,29 @@ def interrupted_run(slurm_cluster, tmp_path_factory) -> InterruptedRun:  # noqa:
     resumed = run_snakemake(workdir, "--rerun-incomplete")
     resumed_log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, resumed_log[-6000:]
-    return InterruptedRun(workdir, planned, final_inputs, finished, interrupted, output_mtimes,
-                          jobs_of(slurm_cluster, workdir), first_log.read_text(errors="replace"),
-                          resumed_log)
+    return InterruptedRun(
+        workdir,
+        planned,
+        final_inputs,
+        finished,
+        interrupted,
+        output_mtimes,
+        jobs_of(slurm_cluster, workdir),
+        first_log.read_text(errors="replace"),
+        resumed_log,
+    )
 
 
 def test_sbatch_and_srun_run_a_trivial_job_on_the_local_cluster(slurm_cluster):  # noqa: F811
     output = slurm_cluster.workdir / "trivial.out"
-    job_id = slurm_cluster.sbatch("--cpus-per-task=1", "--mem=50", "--time=1", f"--output={output}",
-                                  "--wrap", "srun -n1 echo hello-from-slurm")
+    job_id = slurm_cluster.sbatch(
+        "--cpus-per-task=1",
+        "--mem=50",
+        "--time=1",
+        f"--output={output}",
+        "--wrap",
+        "srun -n1 echo hello-from-slurm",
+    )
     job = slurm_cluster.wait_for_job(job_id)
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", job
     assert "hello-from-slurm" in output.read_text()
@@ -218,11 +273,16 @@ def test_sbatch_and_srun_run_a_trivial_job_on_the_local_cluster(slurm_cluster): 
 
 
 @pytest.mark.slow
-def test_every_training_job_runs_as_a_slurm_job_and_the_workflow_finishes(interrupted_run, slurm_cluster):  # noqa: F811
+def test_every_training_job_runs_as_a_slurm_job_and_the_workflow_finishes(
+    interrupted_run,
+    slurm_cluster,  # noqa: F811 (the imported fixture)
+):
     run = interrupted_run
     missing = [path for path in run.final_inputs if not (run.workdir / path).exists()]
     assert run.final_inputs and not missing, f"final outputs missing: {missing}"
-    assert not [job for job in run.jobs if job["JobState"] not in {"COMPLETED", "CANCELLED"}], run.jobs
+    assert not [job for job in run.jobs if job["JobState"] not in {"COMPLETED", "CANCELLED"}], (
+        run.jobs
+    )
 
     submitted = {job["Comment"] for job in run.jobs}
     for rule in TRAINING_RULES:
@@ -249,12 +309,18 @@ def test_threads_memory_runtime_and_gpus_reach_the_scheduler(interrupted_run):
         rule_resources = profile["set-resources"].get(planned.rule, {})
         threads = TEST_THREADS.get(planned.rule, 1)
         assert job["CPUs/Task"] == str(threads), (planned.comment, job["CPUs/Task"])
-        assert slurm_megabytes(job["MinMemoryNode"]) == int(planned.resources["mem_mb"]), planned.comment
+        assert slurm_megabytes(job["MinMemoryNode"]) == int(planned.resources["mem_mb"]), (
+            planned.comment
+        )
         assert slurm_minutes(job["TimeLimit"]) == int(planned.resources["runtime"]), planned.comment
-        assert int(planned.resources["runtime"]) == rule_resources["runtime"], "profile runtime not applied"
+        assert int(planned.resources["runtime"]) == rule_resources["runtime"], (
+            "profile runtime not applied"
+        )
         if planned.rule in TRAINING_RULES and Path(job["StdOut"]).exists():
             # the CPUs SLURM grants are the threads torch uses (the stage script's --threads)
-            assert f"--threads {threads} " in Path(job["StdOut"]).read_text(errors="replace"), planned.comment
+            assert f"--threads {threads} " in Path(job["StdOut"]).read_text(errors="replace"), (
+                planned.comment
+            )
         if planned.rule in TRAINING_RULES:
             assert rule_resources["gpu"] == 1
             assert job.get("TresPerJob") == "gres:gpu:1", (planned.comment, job.get("TresPerJob"))
@@ -271,24 +337,34 @@ def test_resumed_run_does_not_retrain_jobs_that_finished_before_the_kill(interru
     submissions: dict[str, list[dict[str, str]]] = {}
     for job in sorted(run.jobs, key=lambda job: int(job["JobId"])):
         submissions.setdefault(job["Comment"], []).append(job)
-    resubmitted = [comment for comment in run.finished_before_kill if len(submissions[comment]) != 1]
+    resubmitted = [
+        comment for comment in run.finished_before_kill if len(submissions[comment]) != 1
+    ]
     assert not resubmitted, f"finished jobs submitted again: {resubmitted}"
 
     # A job cancelled in its last second may have completed its outputs (and Snakemake's record of
     # them): it need not run again. Every other interrupted job must, and must complete.
     outputs = {job.comment: job.outputs for job in run.planned}
-    unfinished = [job["Comment"] for job in run.interrupted
-                  if not all(output in run.output_mtimes for output in outputs[job["Comment"]])]
+    unfinished = [
+        job["Comment"]
+        for job in run.interrupted
+        if not all(output in run.output_mtimes for output in outputs[job["Comment"]])
+    ]
     assert unfinished, "the kill interrupted no unfinished job"
     for comment in unfinished:
         attempts = submissions[comment]
         assert len(attempts) == 2 and attempts[-1]["JobState"] == "COMPLETED", (comment, attempts)
 
-    finished_outputs = [output for comment in run.finished_before_kill for output in outputs[comment]]
+    finished_outputs = [
+        output for comment in run.finished_before_kill for output in outputs[comment]
+    ]
     assert finished_outputs and all(output in run.output_mtimes for output in finished_outputs)
-    changed = [output for output in finished_outputs
-               if (run.workdir / output).exists()  # temp() outputs may be gone once used
-               and (run.workdir / output).stat().st_mtime != run.output_mtimes[output]]
+    changed = [
+        output
+        for output in finished_outputs
+        if (run.workdir / output).exists()  # temp() outputs may be gone once used
+        and (run.workdir / output).stat().st_mtime != run.output_mtimes[output]
+    ]
     assert not changed, f"outputs of finished jobs rewritten: {changed}"
 
 
@@ -296,15 +372,29 @@ def test_resumed_run_does_not_retrain_jobs_that_finished_before_the_kill(interru
 def prepared_data(tmp_path) -> Path:
     """Fashion-MNIST prepared by the real stage script, outside SLURM (the failing run needs no prepare job)."""
     data_dir = tmp_path / "data"
-    subprocess.run([sys.executable, str(REPO / "workflow" / "scripts" / "prepare_data.py"),
-                    "--dataset", "fashion-mnist", "--data-dir", str(data_dir),
-                    "--done", str(data_dir / "fashion-mnist.ready")], check=True, env=job_environment())
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "workflow" / "scripts" / "prepare_data.py"),
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            str(data_dir),
+            "--done",
+            str(data_dir / "fashion-mnist.ready"),
+        ],
+        check=True,
+        env=job_environment(),
+    )
     return data_dir
 
 
 @pytest.mark.slow
 def test_a_training_job_that_fails_on_the_cluster_is_reported_with_its_slurm_log(
-        slurm_cluster, prepared_data, tmp_path):  # noqa: F811
+    slurm_cluster,  # noqa: F811 (the imported fixture)
+    prepared_data,
+    tmp_path,
+):
     """A GPU job that finds no CUDA device (device=cuda on the CPU-only node) fails; the driver says where to look."""
     if not (SNAKEFILE.exists() and TEST_CONFIG.exists()):
         pytest.skip("workflow or .test config missing")
@@ -314,7 +404,9 @@ def test_a_training_job_that_fails_on_the_cluster_is_reported_with_its_slurm_log
     log = result.stdout + result.stderr
     assert result.returncode != 0, log[-4000:]
 
-    jobs = [job for job in jobs_of(slurm_cluster, workdir) if rule_of(job["Comment"]) == "train_cnn"]
+    jobs = [
+        job for job in jobs_of(slurm_cluster, workdir) if rule_of(job["Comment"]) == "train_cnn"
+    ]
     assert len(jobs) == 1, log[-4000:]
     job = jobs[0]
     assert job["JobState"] == "FAILED" and job["ExitCode"] != "0:0", job

@@ -17,8 +17,13 @@ def small_efcn(seed=0):
 
 def batches(count=4, seed=1):
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 1, 28, 28, generator=generator, dtype=torch.float64),
-             torch.randint(0, 10, (8,), generator=generator)) for _ in range(count)]
+    return [
+        (
+            torch.randn(8, 1, 28, 28, generator=generator, dtype=torch.float64),
+            torch.randint(0, 10, (8,), generator=generator),
+        )
+        for _ in range(count)
+    ]
 
 
 def train(net, config, fused: bool):
@@ -61,7 +66,9 @@ def test_dense_layers_step_in_backward_only_inside_the_block():
     assert torch.equal(net.conv2.weight, moved) and net.conv2.weight.grad is not None
 
 
-@pytest.mark.parametrize("settings", [dict(momentum=0.9), dict(weight_decay=1e-4), dict(precision="bf16")])
+@pytest.mark.parametrize(
+    "settings", [dict(momentum=0.9), dict(weight_decay=1e-4), dict(precision="bf16")]
+)
 def test_other_optimisers_and_bf16_keep_the_ordinary_gradient_path(settings):
     net = standard_fcn(skinny_cnn(1, 28, 10, 4))
     with sgd_steps_in_backward(net, TrainConfig(epochs=1, **settings)):
@@ -73,4 +80,6 @@ def test_dense_feature_maps_are_channels_last_views():
     inputs = batches(1)[0][0]
     out = net.conv1(inputs)
     assert out.shape == (8, 4, 15, 15) and out.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(net.conv2(net.pool1(out)).flatten(1), net.conv2(net.pool1(out).contiguous()).flatten(1))
+    assert torch.equal(
+        net.conv2(net.pool1(out)).flatten(1), net.conv2(net.pool1(out).contiguous()).flatten(1)
+    )

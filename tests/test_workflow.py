@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from fake_datasets import write_fake_fashion_mnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +26,9 @@ def snakemake(*args, cwd=REPO, check=True, env=None):
     command = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *map(str, args)]
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env)
     if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -46,7 +47,12 @@ def job_counts(output: str) -> dict[str, int]:
 
 def test_snakefiles_are_formatted():
     rules = sorted(str(path) for path in (REPO / "workflow" / "rules").glob("*.smk"))
-    result = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", *rules], cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", *rules],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -66,7 +72,9 @@ def test_dry_run_of_every_preset_lists_the_protocol(preset, tmp_path):
     for settings in config["experiments"].values():
         filled = snakemake_defaults(settings)
         expected_cnn += len(filled["seeds"])
-        expected_relax += len(filled["seeds"]) * len(filled["relax"]["arms"]) * len(relax_times_of(filled))
+        expected_relax += (
+            len(filled["seeds"]) * len(filled["relax"]["arms"]) * len(relax_times_of(filled))
+        )
     assert counts["train_cnn"] == counts["train_fcn"] == expected_cnn
     assert counts["relax"] == expected_relax
     assert counts["plot_figures"] == counts["summarize"] == len(config["experiments"])
@@ -82,7 +90,15 @@ def snakemake_defaults(settings: dict) -> dict:
 
 def test_local_gpu_limit_follows_the_gpus_present(tmp_path):
     """On a machine without GPUs, training rules ask for none (they would never be scheduled)."""
-    result = snakemake("-n", "--cores", "2", "--directory", tmp_path, "--configfile", REPO / ".test/config/config.yaml")
+    result = snakemake(
+        "-n",
+        "--cores",
+        "2",
+        "--directory",
+        tmp_path,
+        "--configfile",
+        REPO / ".test/config/config.yaml",
+    )
     if shutil.which("nvidia-smi") is None:
         assert "gpu=1" not in result.stdout
 
@@ -99,7 +115,9 @@ def tiny_run(tmp_path_factory):
     env = {**os.environ, "NEEDLE_FASHION_MNIST_DIR": str(source)}
     config = yaml.safe_load((REPO / ".test/config/config.yaml").read_text())
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    result = snakemake("--cores", "2", "--directory", workdir, "--configfile", workdir / "config.yaml", env=env)
+    result = snakemake(
+        "--cores", "2", "--directory", workdir, "--configfile", workdir / "config.yaml", env=env
+    )
     return workdir, config, env, result
 
 
@@ -109,17 +127,40 @@ def test_tiny_experiment_runs_to_its_figures_and_report(tiny_run):
     results = workdir / "results" / name
     metrics = pd.read_csv(results / "metrics.csv")
     assert set(metrics["arm"]) == {"cnn", "fcn", "efcn", "elcn"}
-    assert {"test_accuracy", "train_loss", "deviation", "deviation_nonlocal", "deviation_nonsharing",
-            "projected_test_accuracy", "distance_from_embedding"} <= set(metrics["metric"])
-    for figure in ("accuracy_vs_relax_time.png", "learning_curves.png", "deviation.png", "landscape.png",
-                   "projection_probe.png", "parameter_counts.md"):
+    assert {
+        "test_accuracy",
+        "train_loss",
+        "deviation",
+        "deviation_nonlocal",
+        "deviation_nonsharing",
+        "projected_test_accuracy",
+        "distance_from_embedding",
+    } <= set(metrics["metric"])
+    for figure in (
+        "accuracy_vs_relax_time.png",
+        "learning_curves.png",
+        "deviation.png",
+        "landscape.png",
+        "projection_probe.png",
+        "parameter_counts.md",
+    ):
         assert (results / "figures" / figure).stat().st_size > 0
     assert (results / "summary.md").read_text().startswith("#")
     landscape = pd.read_csv(results / "landscape.csv")
-    assert landscape["path"].nunique() == 5  # 2 embedding->final, 2 final->fcn, 1 between relax times
+    assert (
+        landscape["path"].nunique() == 5
+    )  # 2 embedding->final, 2 final->fcn, 1 between relax times
     # final weights are temporary by default: the landscape used them, nothing keeps them
     assert not list((results / "seed0").glob("*/relax_at_epoch*/final.pt"))
-    snakemake("--report", workdir / "report.html", "--directory", workdir, "--configfile", workdir / "config.yaml", env=env)
+    snakemake(
+        "--report",
+        workdir / "report.html",
+        "--directory",
+        workdir,
+        "--configfile",
+        workdir / "config.yaml",
+        env=env,
+    )
     assert (workdir / "report.html").stat().st_size > 100_000
 
 
@@ -132,7 +173,16 @@ def test_tables_and_figures_rebuild_from_the_per_run_outputs_without_training(ti
     for table in ("metrics.csv", "landscape.csv", "summary.md", "summary.csv"):
         (results / table).unlink()
     shutil.rmtree(results / "figures")
-    result = snakemake("--cores", "2", "figures", "--directory", workdir, "--configfile", workdir / "config.yaml", env=env)
+    result = snakemake(
+        "--cores",
+        "2",
+        "figures",
+        "--directory",
+        workdir,
+        "--configfile",
+        workdir / "config.yaml",
+        env=env,
+    )
     counts = job_counts(result.stdout + result.stderr)
     assert counts.get("aggregate_metrics") == 1
     assert not set(counts) & set(TRAINING_RULES), counts
@@ -147,7 +197,16 @@ def test_every_figure_redraws_from_the_metrics_table_alone(tiny_run):
     shutil.rmtree(results / "seed0")
     shutil.rmtree(results / "figures")
     (results / "summary.md").unlink()
-    result = snakemake("--cores", "2", "figures", "--directory", workdir, "--configfile", workdir / "config.yaml", env=env)
+    result = snakemake(
+        "--cores",
+        "2",
+        "figures",
+        "--directory",
+        workdir,
+        "--configfile",
+        workdir / "config.yaml",
+        env=env,
+    )
     counts = job_counts(result.stdout + result.stderr)
     assert not set(counts) & set(TRAINING_RULES), counts
     assert (results / "figures" / "accuracy_vs_relax_time.png").exists()
@@ -165,8 +224,15 @@ def test_figures_rule_lists_the_figures_the_library_draws():
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda path: path.name)
 def test_slurm_profile_dry_run_asks_a_gpu_for_every_training_job(preset, tmp_path):
     """The committed SLURM profile, unchanged: each training job requests one GPU, nothing else does."""
-    result = snakemake("-n", "--workflow-profile", REPO / "profiles/slurm", "--directory", tmp_path,
-                       "--configfile", preset)
+    result = snakemake(
+        "-n",
+        "--workflow-profile",
+        REPO / "profiles/slurm",
+        "--directory",
+        tmp_path,
+        "--configfile",
+        preset,
+    )
     counts = job_counts(result.stdout + result.stderr)
     training_jobs = sum(counts.get(rule, 0) for rule in TRAINING_RULES)
     assert training_jobs > 0

@@ -16,8 +16,9 @@ def main() -> None:
     in_channels, image_size, num_classes = data.dataset_shape(args.dataset, args.canvas_size)
     cnn = models.build_cnn(args.model, in_channels, image_size, num_classes, args.width)
     width = args.width if args.model == "skinny" else None
-    table = tables.parameter_count_rows(cnn, experiment=args.experiment, dataset=args.dataset, model=args.model,
-                                        width=width)
+    table = tables.parameter_count_rows(
+        cnn, experiment=args.experiment, dataset=args.dataset, model=args.model, width=width
+    )
     checkpoints.atomic_write_text(args.output, table.to_csv(index=False))
 
 

@@ -30,17 +30,34 @@ def build(metrics_paths, landscape_paths, parameter_count_paths, outdir):
     """Read the tables and write every output; return the list of written paths."""
     metrics = read_metrics(_as_list(metrics_paths))
     landscape_paths = _as_list(landscape_paths)
-    landscape = read_tables(landscape_paths, LANDSCAPE_COLUMNS, "landscape table") if landscape_paths else None
-    parameter_counts = read_tables(_as_list(parameter_count_paths), PARAMETER_COLUMNS, "parameter-count table")
+    landscape = (
+        read_tables(landscape_paths, LANDSCAPE_COLUMNS, "landscape table")
+        if landscape_paths
+        else None
+    )
+    parameter_counts = read_tables(
+        _as_list(parameter_count_paths), PARAMETER_COLUMNS, "parameter-count table"
+    )
     return draw_all(metrics, landscape, parameter_counts, outdir)
 
 
 def parse_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--metrics", nargs="+", required=True, help="tidy metrics table(s), results/<exp>/metrics.csv")
-    parser.add_argument("--landscape", nargs="*", default=[],
-                        help="landscape table(s); leave out when landscape is disabled (the figure then says so)")
-    parser.add_argument("--parameter-counts", nargs="+", required=True, help="results/<exp>/parameter_counts.csv")
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        required=True,
+        help="tidy metrics table(s), results/<exp>/metrics.csv",
+    )
+    parser.add_argument(
+        "--landscape",
+        nargs="*",
+        default=[],
+        help="landscape table(s); leave out when landscape is disabled (the figure then says so)",
+    )
+    parser.add_argument(
+        "--parameter-counts", nargs="+", required=True, help="results/<exp>/parameter_counts.csv"
+    )
     parser.add_argument("--outdir", required=True, help="folder for " + ", ".join(OUTPUTS))
     return parser.parse_args(argv)
 
@@ -48,8 +65,12 @@ def parse_arguments(argv=None):
 def main(argv=None):
     arguments = parse_arguments(argv)
     started = time.perf_counter()
-    paths = build(arguments.metrics, arguments.landscape, arguments.parameter_counts, arguments.outdir)
-    print(f"wrote {len(paths)} files to {arguments.outdir} in {time.perf_counter() - started:.1f} s")
+    paths = build(
+        arguments.metrics, arguments.landscape, arguments.parameter_counts, arguments.outdir
+    )
+    print(
+        f"wrote {len(paths)} files to {arguments.outdir} in {time.perf_counter() - started:.1f} s"
+    )
 
 
 def run_under_snakemake(smk):
@@ -58,9 +79,13 @@ def run_under_snakemake(smk):
     expected = {Path(p).name for p in smk.output}
     unknown = expected - set(OUTPUTS)
     if unknown:
-        raise NeedleError(f"rule declares outputs {sorted(unknown)} that plot_figures does not write; "
-                          f"declare needle.plotting.OUTPUTS: {OUTPUTS}")
-    paths = build(smk.input.metrics, getattr(smk.input, "landscape", None), smk.input.parameter_counts, outdir)
+        raise NeedleError(
+            f"rule declares outputs {sorted(unknown)} that plot_figures does not write; "
+            f"declare needle.plotting.OUTPUTS: {OUTPUTS}"
+        )
+    paths = build(
+        smk.input.metrics, getattr(smk.input, "landscape", None), smk.input.parameter_counts, outdir
+    )
     message = f"wrote {len(paths)} files to {outdir} in {time.perf_counter() - started:.1f} s\n"
     if smk.log:
         Path(smk.log[0]).write_text(message)

@@ -16,7 +16,11 @@ def main() -> None:
     data = protocol.load_data(cli.data_spec(args), device)
     arch = protocol.architecture(cli.model_spec(args), data)
     protocol.train_fcn(
-        data, arch, cli.train_config(args), metrics_path=args.metrics, final_weights_path=args.final_weights,
+        data,
+        arch,
+        cli.train_config(args),
+        metrics_path=args.metrics,
+        final_weights_path=args.final_weights,
         resume_dir=cli.resume_dir(args),
     )
 

@@ -11,8 +11,8 @@ import contextlib
 import glob
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def remove_stale_temporaries(path: str | os.PathLike) -> None:

@@ -25,7 +25,9 @@ def save(payload: dict[str, Any], path: str | os.PathLike) -> None:
         torch.save(payload, temporary)
 
 
-def load(path: str | os.PathLike, *, what: str = "checkpoint", fix: str | None = None) -> dict[str, Any]:
+def load(
+    path: str | os.PathLike, *, what: str = "checkpoint", fix: str | None = None
+) -> dict[str, Any]:
     """Load a file written by :func:`save`, turning every failure into one clear line."""
     path = Path(path)
     fix = fix or "delete it and rerun the rule that makes it (snakemake --forcerun <rule>)"
@@ -35,13 +37,17 @@ def load(path: str | os.PathLike, *, what: str = "checkpoint", fix: str | None =
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated zip, bad pickle, not a torch file ...
         reason = str(error).splitlines()[0][:120] if str(error) else type(error).__name__
-        raise NeedleError(f"{what} {path} is unreadable (truncated or corrupt: {reason}); {fix}") from None
+        raise NeedleError(
+            f"{what} {path} is unreadable (truncated or corrupt: {reason}); {fix}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise NeedleError(f"{what} {path} is not a needle checkpoint ({FORMAT}); {fix}")
     return payload
 
 
-def check_architecture(payload: dict[str, Any], expected: dict[str, Any], path: str | os.PathLike) -> None:
+def check_architecture(
+    payload: dict[str, Any], expected: dict[str, Any], path: str | os.PathLike
+) -> None:
     """Refuse a checkpoint whose recorded architecture differs from the configured one."""
     recorded = payload.get("architecture", {})
     differences = [

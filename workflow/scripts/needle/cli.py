@@ -37,12 +37,24 @@ def non_negative_float(text: str) -> float:
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--dataset", required=True, choices=["fashion-mnist", "cifar10", "cifar100"])
-    group.add_argument("--data-dir", default="resources/data", help="where the raw dataset files live")
-    group.add_argument("--canvas-size", type=non_negative_int, default=0,
-                       help="place each image at a seeded random position on this canvas (0: as shipped)")
-    group.add_argument("--train-size", type=positive_int, default=None, help="class-balanced training subset")
-    group.add_argument("--test-size", type=positive_int, default=None, help="first N test images (default: all)")
-    group.add_argument("--seed", type=non_negative_int, default=0, help="init, subset, placement and order")
+    group.add_argument(
+        "--data-dir", default="resources/data", help="where the raw dataset files live"
+    )
+    group.add_argument(
+        "--canvas-size",
+        type=non_negative_int,
+        default=0,
+        help="place each image at a seeded random position on this canvas (0: as shipped)",
+    )
+    group.add_argument(
+        "--train-size", type=positive_int, default=None, help="class-balanced training subset"
+    )
+    group.add_argument(
+        "--test-size", type=positive_int, default=None, help="first N test images (default: all)"
+    )
+    group.add_argument(
+        "--seed", type=non_negative_int, default=0, help="init, subset, placement and order"
+    )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,12 +71,18 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight-decay", type=non_negative_float, default=0.0)
     group.add_argument("--batch-size", type=positive_int, default=250)
     group.add_argument("--eval-batch-size", type=positive_int, default=1000)
-    group.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=True,
-                       help="seeded reshuffle every epoch (--no-shuffle: the authors' fixed order)")
+    group.add_argument(
+        "--shuffle",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="seeded reshuffle every epoch (--no-shuffle: the authors' fixed order)",
+    )
     group.add_argument("--precision", choices=PRECISIONS, default="fp32")
     group.add_argument("--on-divergence", choices=["fail", "record"], default="fail")
     runtime = parser.add_argument_group("runtime")
-    runtime.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    runtime.add_argument(
+        "--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]"
+    )
     runtime.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
 
 
@@ -82,7 +100,9 @@ def resume_dir(args):
 
 
 def data_spec(args) -> DataSpec:
-    return DataSpec(args.dataset, args.data_dir, args.canvas_size, args.train_size, args.test_size, args.seed)
+    return DataSpec(
+        args.dataset, args.data_dir, args.canvas_size, args.train_size, args.test_size, args.seed
+    )
 
 
 def model_spec(args) -> ModelSpec:
@@ -91,9 +111,16 @@ def model_spec(args) -> ModelSpec:
 
 def train_config(args) -> TrainConfig:
     return TrainConfig(
-        epochs=args.epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, shuffle=args.shuffle,
-        seed=args.seed, precision=args.precision, on_divergence=args.on_divergence,
+        epochs=args.epochs,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        eval_batch_size=args.eval_batch_size,
+        shuffle=args.shuffle,
+        seed=args.seed,
+        precision=args.precision,
+        on_divergence=args.on_divergence,
     )
 
 

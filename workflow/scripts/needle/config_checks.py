@@ -23,18 +23,27 @@ def conv_layers(model: str, width: int) -> list[tuple[int, int, int, int, bool]]
     """(out channels, kernel, stride, padding, followed by MaxPool(3, 2)) for each conv."""
     if model == "skinny":
         return [(width, 4, 2, 2, True), (width, 5, 1, 2, True), (width, 3, 1, 1, True)]
-    return [(64, 4, 2, 2, True), (192, 5, 1, 2, True), (384, 3, 1, 1, False), (256, 3, 1, 1, False),
-            (256, 3, 1, 1, True)]
+    return [
+        (64, 4, 2, 2, True),
+        (192, 5, 1, 2, True),
+        (384, 3, 1, 1, False),
+        (256, 3, 1, 1, False),
+        (256, 3, 1, 1, True),
+    ]
 
 
-def parameter_counts(model: str, width: int, in_channels: int, image_size: int, num_classes: int) -> dict[str, int]:
+def parameter_counts(
+    model: str, width: int, in_channels: int, image_size: int, num_classes: int
+) -> dict[str, int]:
     """CNN, eLCN, eFCN (= standard FCN) parameter counts with padding folded into the dense layers."""
     counts = {"cnn": 0, "elcn": 0, "efcn": 0}
     channels, size = in_channels, image_size
     for out_channels, kernel, stride, padding, pooled in conv_layers(model, width):
         out_size = (size + 2 * padding - kernel) // stride + 1
         if out_size < 1:
-            raise NeedleError(f"image size {image_size} is too small for the {model} CNN (a conv output is empty)")
+            raise NeedleError(
+                f"image size {image_size} is too small for the {model} CNN (a conv output is empty)"
+            )
         positions = out_size * out_size
         counts["cnn"] += out_channels * (channels * kernel * kernel + 1)
         counts["elcn"] += positions * out_channels * (channels * kernel * kernel + 1)
@@ -43,7 +52,9 @@ def parameter_counts(model: str, width: int, in_channels: int, image_size: int, 
         if pooled:
             size = (size - 3) // 2 + 1
             if size < 1:
-                raise NeedleError(f"image size {image_size} is too small for the {model} CNN (a pooling output is empty)")
+                raise NeedleError(
+                    f"image size {image_size} is too small for the {model} CNN (a pooling output is empty)"
+                )
     features = channels * size * size
     head_sizes = [features, num_classes] if model == "skinny" else [features, 512, 512, num_classes]
     head = sum(a * b + b for a, b in zip(head_sizes, head_sizes[1:]))
@@ -86,15 +97,21 @@ def _size(megabytes: float) -> str:
     return f"{megabytes:.0f} MiB" if megabytes < 1024 else f"{megabytes / 1024:.1f} GiB"
 
 
-def check_experiment(name: str, settings: dict, memory_limit_mb: float | None, configured_limit: bool = False) -> None:
+def check_experiment(
+    name: str, settings: dict, memory_limit_mb: float | None, configured_limit: bool = False
+) -> None:
     where = f"experiments.{name}"
     channels, train_images, test_images, image_size, _ = DATASET_FACTS[settings["dataset"]]
     for key, limit in (("train_size", train_images), ("test_size", test_images)):
         if settings.get(key) is not None and settings[key] > limit:
-            raise NeedleError(f"{where}.{key} = {settings[key]} exceeds the {limit} images of {settings['dataset']}")
+            raise NeedleError(
+                f"{where}.{key} = {settings[key]} exceeds the {limit} images of {settings['dataset']}"
+            )
     canvas = settings.get("canvas_size", 0)
     if canvas and canvas < image_size:
-        raise NeedleError(f"{where}.canvas_size = {canvas} is smaller than the {image_size}-pixel images; use 0 or >= {image_size}")
+        raise NeedleError(
+            f"{where}.canvas_size = {canvas} is smaller than the {image_size}-pixel images; use 0 or >= {image_size}"
+        )
     experiment_shape(settings)
     cnn = settings["cnn"]
     available = checkpoint_epochs(cnn["epochs"], cnn["checkpoint_points"])
@@ -112,12 +129,18 @@ def check_experiment(name: str, settings: dict, memory_limit_mb: float | None, c
             raise NeedleError(f"{where}.landscape.relax_times needs 'efcn' in {where}.relax.arms")
         missing = sorted(set(landscape) - set(relax_times_of(settings)))
         if missing:
-            raise NeedleError(f"{where}.landscape.relax_times {missing} are not relax times of this experiment")
+            raise NeedleError(
+                f"{where}.landscape.relax_times {missing} are not relax times of this experiment"
+            )
     if memory_limit_mb is not None:
         for arm in sorted({"fcn", *settings["relax"]["arms"]}):
             needed = efcn_training_mb(settings, arm)
             if needed > memory_limit_mb:
-                limit = "max_memory_gb" if configured_limit else "this machine's memory (set max_memory_gb)"
+                limit = (
+                    "max_memory_gb"
+                    if configured_limit
+                    else "this machine's memory (set max_memory_gb)"
+                )
                 raise NeedleError(
                     f"{where}: training its {arm} needs about {_size(needed)}, more than the {_size(memory_limit_mb)} "
                     f"of {limit}; lower {where}.width or {where}.canvas_size, or raise max_memory_gb"

@@ -168,7 +168,7 @@ def _prepare_fashion_mnist(data_dir: Path) -> None:
             # The Debian archives are recompressed, so torchvision's .gz md5s do not apply to them:
             # parse the files instead (torchvision's own readers), before they reach `raw`.
             _check_fashion_files(staged)
-        except Exception as error:  # noqa: BLE001 - any parse failure means bad files
+        except Exception as error:
             where = found_in if found_in is not None else "the download"
             raise NeedleError(
                 f"Fashion-MNIST files from {where} are unreadable ({_one_line(error)}): "
@@ -195,7 +195,7 @@ def _copy_fashion_files(source: Path, tmp: Path) -> bool:
         if path.suffix == ".gz":
             try:
                 extract_archive(str(tmp / path.name), str(tmp), remove_finished=True)
-            except Exception as error:  # noqa: BLE001 - gzip raises several types
+            except Exception as error:
                 raise NeedleError(
                     f"Fashion-MNIST file {path} is not a valid gzip file ({_one_line(error)}): "
                     f"reinstall it (`apt-get install --reinstall dataset-fashion-mnist`) or replace it"
@@ -206,7 +206,7 @@ def _copy_fashion_files(source: Path, tmp: Path) -> bool:
 def _download_fashion_mnist(tmp: Path, raw: Path, source: Path) -> None:
     try:
         tvd.FashionMNIST(str(tmp), train=True, download=True)
-    except Exception as error:  # noqa: BLE001 - offline failures come as many types
+    except Exception as error:
         raise NeedleError(
             f"Fashion-MNIST not found and download failed ({_one_line(error)}): run "
             f"`apt-get install dataset-fashion-mnist` (looked in {source}; set "
@@ -243,7 +243,7 @@ def _prepare_cifar(name: str, data_dir: Path) -> None:
                 shutil.copyfile(tarball, Path(tmp) / cls.filename)
         try:
             cls(tmp, train=True, download=True)
-        except Exception as error:  # noqa: BLE001 - offline failures come as many types
+        except Exception as error:
             raise NeedleError(
                 f"{spec.label} not found in {target} and download failed ({_one_line(error)}): "
                 f"put {cls.filename} (from {cls.url}) into {data_dir}"
@@ -320,7 +320,7 @@ def _read_split(name: str, data_dir, train: bool) -> tuple[torch.Tensor, torch.T
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if labels.min() < 0 or labels.max() >= spec.num_classes:
             raise ValueError(f"labels outside 0..{spec.num_classes - 1}")
-    except Exception as error:  # noqa: BLE001 - torchvision raises many types for bad files
+    except Exception as error:
         raise NeedleError(
             f"{spec.label} files in {folder} are corrupt or unreadable ({_one_line(error)}): "
             f"delete {folder} so that it is prepared again"

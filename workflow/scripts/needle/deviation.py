@@ -64,6 +64,7 @@ def _single_threaded(function):
         parameter = next(net.parameters(), None)
         with _one_cpu_thread(parameter.device if parameter is not None else torch.device("cpu")):
             return function(net, *args, **kwargs)
+
     return wrapper
 
 
@@ -103,15 +104,20 @@ def _squared_parts(layer: nn.Module) -> tuple[float, float, float]:
     For LocallyConnected2d, ||W||^2 counts only weights that see real pixels and off-block is 0."""
     weight = layer.weight.detach().contiguous()
     dense = isinstance(layer, Dense2d)
-    total, nonlocal_, nonsharing = (torch.zeros((), dtype=torch.float64, device=weight.device)
-                                    for _ in range(3))
+    total, nonlocal_, nonsharing = (
+        torch.zeros((), dtype=torch.float64, device=weight.device) for _ in range(3)
+    )
     buffer = None
     for start, stop, chunk in _channel_chunks(layer, weight):
         if dense:
             # Off-block norm computed exactly (no cancellation from ||W||^2 - ||in-block||^2):
             # copy the block into a reused buffer, zero its in-block entries, take the norm.
-            buffer = torch.empty_like(chunk, memory_format=torch.contiguous_format) if buffer is None else buffer
-            chunk = buffer[:, :, :stop - start].copy_(chunk)
+            buffer = (
+                torch.empty_like(chunk, memory_format=torch.contiguous_format)
+                if buffer is None
+                else buffer
+            )
+            chunk = buffer[:, :, : stop - start].copy_(chunk)
             total += _squared_norm(chunk)
         for _, _, view in tied_views(layer, chunk):
             tied = view.clone()  # one gather of the strided entries
@@ -129,9 +135,11 @@ def _ratios(total: float, nonlocal_: float, nonsharing: float) -> dict[str, floa
     if total == 0.0:  # the zero matrix lies on the subspace
         return {"deviation": 0.0, "deviation_nonlocal": 0.0, "deviation_nonsharing": 0.0}
     norm = math.sqrt(total)
-    return {"deviation": math.sqrt(nonlocal_ + nonsharing) / norm,
-            "deviation_nonlocal": math.sqrt(nonlocal_) / norm,
-            "deviation_nonsharing": math.sqrt(nonsharing) / norm}
+    return {
+        "deviation": math.sqrt(nonlocal_ + nonsharing) / norm,
+        "deviation_nonlocal": math.sqrt(nonlocal_) / norm,
+        "deviation_nonsharing": math.sqrt(nonsharing) / norm,
+    }
 
 
 @_single_threaded
@@ -147,8 +155,10 @@ def layer_deviations(net: nn.Module) -> dict[str, dict[str, float]]:
             result[name] = _ratios(*parts)
             pooled = [a + b for a, b in zip(pooled, parts)]
     if not result:
-        raise NeedleError("layer_deviations: the network has no Dense2d or LocallyConnected2d layer; "
-                          "pass an eFCN/eLCN built by needle.embed")
+        raise NeedleError(
+            "layer_deviations: the network has no Dense2d or LocallyConnected2d layer; "
+            "pass an eFCN/eLCN built by needle.embed"
+        )
     result["all"] = _ratios(*pooled)
     return result
 
@@ -165,30 +175,53 @@ def project_to_cnn(net: nn.Module, cnn_template: nn.Sequential) -> nn.Sequential
     reference = next(net.parameters())
     cnn = copy.deepcopy(cnn_template).to(device=reference.device, dtype=reference.dtype)
     input_shape = getattr(net, "input_shape", None) or getattr(cnn_template, "input_shape", None)
-    in_shapes = dict(zip((name for name, _ in cnn.named_children()),
-                         trace_shapes(cnn, input_shape))) if input_shape else {}
+    in_shapes = (
+        dict(zip((name for name, _ in cnn.named_children()), trace_shapes(cnn, input_shape)))
+        if input_shape
+        else {}
+    )
     template_children = dict(cnn.named_children())
     for name, layer in net.named_children():
         target = template_children.get(name)
         if target is None:
-            raise NeedleError(f"project_to_cnn: the template has no layer {name!r}; pass the CNN the "
-                              "network was embedded from (same architecture and sizes)")
+            raise NeedleError(
+                f"project_to_cnn: the template has no layer {name!r}; pass the CNN the "
+                "network was embedded from (same architecture and sizes)"
+            )
         if isinstance(layer, (Dense2d, LocallyConnected2d)):
-            geometry = (layer.in_shape[0], layer.out_shape[0], layer.kernel_size, layer.stride,
-                        layer.padding)
-            if not isinstance(target, nn.Conv2d) or geometry != (
-                    target.in_channels, target.out_channels, tuple(target.kernel_size),
-                    tuple(target.stride), tuple(target.padding)) \
-                    or (name in in_shapes and in_shapes[name] != layer.in_shape):
-                raise NeedleError(f"project_to_cnn: layer {name!r} of the template does not match the "
-                                  "network's geometry; pass the CNN it was embedded from")
+            geometry = (
+                layer.in_shape[0],
+                layer.out_shape[0],
+                layer.kernel_size,
+                layer.stride,
+                layer.padding,
+            )
+            if (
+                not isinstance(target, nn.Conv2d)
+                or geometry
+                != (
+                    target.in_channels,
+                    target.out_channels,
+                    tuple(target.kernel_size),
+                    tuple(target.stride),
+                    tuple(target.padding),
+                )
+                or (name in in_shapes and in_shapes[name] != layer.in_shape)
+            ):
+                raise NeedleError(
+                    f"project_to_cnn: layer {name!r} of the template does not match the "
+                    "network's geometry; pass the CNN it was embedded from"
+                )
             for start, stop, chunk in _channel_chunks(layer, layer.weight.detach().contiguous()):
                 for ki, kj, view in tied_views(layer, chunk):
                     target.weight[start:stop, :, ki, kj] = _tied_mean(view)
             if layer.bias is not None and target.bias is not None:
                 channels = layer.out_shape[0]
-                per_position = (layer.bias.detach().view(-1, channels).t() if isinstance(layer, Dense2d)
-                                else layer.bias.detach().reshape(channels, -1)).reshape(channels, 1, -1, 1)
+                per_position = (
+                    layer.bias.detach().view(-1, channels).t()
+                    if isinstance(layer, Dense2d)
+                    else layer.bias.detach().reshape(channels, -1)
+                ).reshape(channels, 1, -1, 1)
                 target.bias.copy_(_tied_mean(per_position)[:, 0])
         else:
             target.load_state_dict(layer.state_dict())

@@ -16,7 +16,9 @@ def pick_device(requested: str = "auto") -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise NeedleError(f"device {requested!r} asked for but no CUDA device is visible; use --device auto or cpu")
+        raise NeedleError(
+            f"device {requested!r} asked for but no CUDA device is visible; use --device auto or cpu"
+        )
     return torch.device(requested)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -52,18 +52,29 @@ class _ConvGeometry(nn.Module):
     def _set_geometry(self, in_shape, out_channels, kernel_size, stride, padding) -> None:
         in_shape = tuple(int(s) for s in in_shape)
         if len(in_shape) != 3 or min(in_shape) < 1 or out_channels < 1:
-            raise NeedleError(f"{type(self).__name__}: in_shape must be (C, H, W) of positive ints and "
-                              f"out_channels positive, got in_shape={in_shape}, out_channels={out_channels}")
+            raise NeedleError(
+                f"{type(self).__name__}: in_shape must be (C, H, W) of positive ints and "
+                f"out_channels positive, got in_shape={in_shape}, out_channels={out_channels}"
+            )
         self.in_shape = in_shape
         self.kernel_size = _pair(kernel_size)
         self.stride = _pair(stride)
         self.padding = _pair(padding)
-        out_hw = tuple(conv_output_size(s, k, st, p) for s, k, st, p in
-                       zip(in_shape[1:], self.kernel_size, self.stride, self.padding))
-        if min(out_hw) < 1 or min(self.stride) < 1 or min(self.kernel_size) < 1 or min(self.padding) < 0:
-            raise NeedleError(f"{type(self).__name__}: kernel {self.kernel_size}, stride {self.stride}, "
-                              f"padding {self.padding} give an empty output on input {in_shape}; "
-                              "use a smaller kernel or larger input")
+        out_hw = tuple(
+            conv_output_size(s, k, st, p)
+            for s, k, st, p in zip(in_shape[1:], self.kernel_size, self.stride, self.padding)
+        )
+        if (
+            min(out_hw) < 1
+            or min(self.stride) < 1
+            or min(self.kernel_size) < 1
+            or min(self.padding) < 0
+        ):
+            raise NeedleError(
+                f"{type(self).__name__}: kernel {self.kernel_size}, stride {self.stride}, "
+                f"padding {self.padding} give an empty output on input {in_shape}; "
+                "use a smaller kernel or larger input"
+            )
         self.out_shape = (int(out_channels), *out_hw)
 
     def offset_ranges(self) -> Iterator[tuple[int, int, int, int, int, int]]:
@@ -86,8 +97,10 @@ class _ConvGeometry(nn.Module):
                     yield ki, kj, i0, i1, j0, j1
 
     def extra_repr(self) -> str:
-        return (f"in_shape={self.in_shape}, out_shape={self.out_shape}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+        return (
+            f"in_shape={self.in_shape}, out_shape={self.out_shape}, kernel_size={self.kernel_size}, "
+            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
+        )
 
 
 # Bump when the meaning of a Dense2d weight's entries changes: saved eFCN/FCN weights and resume
@@ -137,8 +150,19 @@ class Dense2d(_ConvGeometry):
     `sgd_step_in_backward = lr` (set by `needle.training` around its training steps only) makes
     a training-mode forward with autograd on apply its own plain-SGD step during backward."""
 
-    def __init__(self, in_shape, out_channels, kernel_size, stride=1, padding=0, bias=True, *,
-                 initialize=True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_shape,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        *,
+        initialize=True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self._set_geometry(in_shape, out_channels, kernel_size, stride, padding)
         rows, cols = math.prod(self.out_shape), math.prod(self.in_shape)
@@ -159,13 +183,17 @@ class Dense2d(_ConvGeometry):
         """The weight as a (H', W', C', H, W, C) view: entry [i, j, o, y, x, c] connects input
         pixel (c, y, x) to output (o, i, j)."""
         weight = self.weight if weight is None else weight
-        return weight.view(*self.out_shape[1:], self.out_shape[0], *self.in_shape[1:], self.in_shape[0])
+        return weight.view(
+            *self.out_shape[1:], self.out_shape[0], *self.in_shape[1:], self.in_shape[0]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         flat = x.permute(0, 2, 3, 1).reshape(n, -1)  # (N, H*W*C): a view for channels_last input
         if self.sgd_step_in_backward is not None and self.training and torch.is_grad_enabled():
-            out = _DenseStepInBackward.apply(flat, self.weight, self.bias, self.sgd_step_in_backward)
+            out = _DenseStepInBackward.apply(
+                flat, self.weight, self.bias, self.sgd_step_in_backward
+            )
         else:
             out = F.linear(flat, self.weight, self.bias)  # one addmm
         channels, height, width = self.out_shape
@@ -178,27 +206,43 @@ class LocallyConnected2d(_ConvGeometry):
     F.unfold's (c, ki, kj) order) and `bias` shape (C', H', W'). Padding is zero padding; weights
     that only ever see padded pixels exist but never affect the output."""
 
-    def __init__(self, in_shape, out_channels, kernel_size, stride=1, padding=0, bias=True, *,
-                 initialize=True, device=None, dtype=None):
+    def __init__(
+        self,
+        in_shape,
+        out_channels,
+        kernel_size,
+        stride=1,
+        padding=0,
+        bias=True,
+        *,
+        initialize=True,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self._set_geometry(in_shape, out_channels, kernel_size, stride, padding)
         c, (oc, oh, ow) = self.in_shape[0], self.out_shape
         patch = c * self.kernel_size[0] * self.kernel_size[1]
         self.weight = nn.Parameter(torch.zeros(oh * ow, oc, patch, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(oc, oh, ow, device=device, dtype=dtype)) if bias else None
+        self.bias = (
+            nn.Parameter(torch.zeros(oc, oh, ow, device=device, dtype=dtype)) if bias else None
+        )
         if initialize:
             self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Conv2d's default init per position (fan_in = C*kh*kw)."""
         bound = 1 / math.sqrt(self.weight.shape[2])
-        nn.init.uniform_(self.weight, -bound, bound)  # == kaiming_uniform(a=sqrt(5)) with this fan_in
+        nn.init.uniform_(
+            self.weight, -bound, bound
+        )  # == kaiming_uniform(a=sqrt(5)) with this fan_in
         if self.bias is not None:
             nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _LocallyConnected.apply(x, self.weight, self.bias, self.kernel_size, self.stride,
-                                       self.padding, self.out_shape)
+        return _LocallyConnected.apply(
+            x, self.weight, self.bias, self.kernel_size, self.stride, self.padding, self.out_shape
+        )
 
 
 class _LocallyConnected(torch.autograd.Function):
@@ -217,10 +261,16 @@ class _LocallyConnected(torch.autograd.Function):
         n, c = x.shape[:2]
         (oc, oh, ow), (kh, kw), (sh, sw), (ph, pw) = out_shape, kernel_size, stride, padding
         batch_last = F.pad(x, (pw, pw, ph, ph)).permute(1, 2, 3, 0)  # (C, Hp, Wp, N) view
-        windows = batch_last.unfold(1, kh, sh)[:, :oh].unfold(2, kw, sw)[:, :, :ow]  # (C, H', W', N, kh, kw)
-        cols = windows.permute(1, 2, 0, 4, 5, 3).reshape(oh * ow, c * kh * kw, n)  # (L, K, N) one copy
+        windows = batch_last.unfold(1, kh, sh)[:, :oh].unfold(2, kw, sw)[
+            :, :, :ow
+        ]  # (C, H', W', N, kh, kw)
+        cols = windows.permute(1, 2, 0, 4, 5, 3).reshape(
+            oh * ow, c * kh * kw, n
+        )  # (L, K, N) one copy
         if bias is not None:
-            out = torch.baddbmm(bias.reshape(oc, oh * ow).t().unsqueeze(2), weight, cols)  # (L, C', N)
+            out = torch.baddbmm(
+                bias.reshape(oc, oh * ow).t().unsqueeze(2), weight, cols
+            )  # (L, C', N)
         else:
             out = torch.bmm(weight, cols)
         ctx.save_for_backward(weight, cols)
@@ -232,16 +282,19 @@ class _LocallyConnected(torch.autograd.Function):
     def backward(ctx, grad_out):
         weight, cols = ctx.saved_tensors
         (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), (oc, oh, ow), has_bias = ctx.geometry
-        grad_l = grad_out.permute(2, 3, 1, 0).reshape(oh * ow, oc, n)  # (L, C', N), one copy at most
+        grad_l = grad_out.permute(2, 3, 1, 0).reshape(
+            oh * ow, oc, n
+        )  # (L, C', N), one copy at most
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_cols = torch.bmm(weight.transpose(1, 2), grad_l).view(oh, ow, c, kh, kw, n)
             grad_padded = grad_l.new_zeros(c, h + 2 * ph, w + 2 * pw, n)
             for ki in range(kh):
                 for kj in range(kw):
-                    grad_padded[:, ki:ki + sh * (oh - 1) + 1:sh, kj:kj + sw * (ow - 1) + 1:sw] += \
-                        grad_cols[:, :, :, ki, kj].permute(2, 0, 1, 3)
-            grad_x = grad_padded[:, ph:ph + h, pw:pw + w].permute(3, 0, 1, 2).contiguous()
+                    grad_padded[
+                        :, ki : ki + sh * (oh - 1) + 1 : sh, kj : kj + sw * (ow - 1) + 1 : sw
+                    ] += grad_cols[:, :, :, ki, kj].permute(2, 0, 1, 3)
+            grad_x = grad_padded[:, ph : ph + h, pw : pw + w].permute(3, 0, 1, 2).contiguous()
         if ctx.needs_input_grad[1]:
             grad_weight = torch.bmm(grad_l, cols.transpose(1, 2))  # (L, C', K)
         if has_bias and ctx.needs_input_grad[2]:
@@ -257,9 +310,20 @@ def _dense_offset_view(grid: torch.Tensor, layer: Dense2d, ki, kj, i0, i1, j0, j
     (sh, sw), (ph, pw) = layer.stride, layer.padding
     stride_i, stride_j, stride_o, stride_col = grid.stride()
     # column (y, x, ch) = (y*W + x)*C + ch, with y = i*sh + ki - ph and x = j*sw + kj - pw
-    strides = (stride_o, stride_i + sh * w * c * stride_col, stride_j + sw * c * stride_col, stride_col)
-    offset = i0 * stride_i + j0 * stride_j + ((i0 * sh + ki - ph) * w + (j0 * sw + kj - pw)) * c * stride_col
-    return grid.as_strided((grid.shape[2], i1 - i0, j1 - j0, c), strides, grid.storage_offset() + offset)
+    strides = (
+        stride_o,
+        stride_i + sh * w * c * stride_col,
+        stride_j + sw * c * stride_col,
+        stride_col,
+    )
+    offset = (
+        i0 * stride_i
+        + j0 * stride_j
+        + ((i0 * sh + ki - ph) * w + (j0 * sw + kj - pw)) * c * stride_col
+    )
+    return grid.as_strided(
+        (grid.shape[2], i1 - i0, j1 - j0, c), strides, grid.storage_offset() + offset
+    )
 
 
 def dense_channel_grid(layer: Dense2d, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -267,13 +331,16 @@ def dense_channel_grid(layer: Dense2d, weight: torch.Tensor | None = None) -> to
     blocks of whole output channels that `tied_views` accepts."""
     weight = layer.weight.detach() if weight is None else weight
     if not weight.is_contiguous():
-        raise NeedleError("tied_views: the Dense2d weight must be contiguous; call .contiguous() first")
+        raise NeedleError(
+            "tied_views: the Dense2d weight must be contiguous; call .contiguous() first"
+        )
     (channels, height, width) = layer.out_shape
     return weight.view(height, width, channels, -1)
 
 
-def tied_views(layer: nn.Module, weight: torch.Tensor | None = None
-               ) -> Iterator[tuple[int, int, torch.Tensor]]:
+def tied_views(
+    layer: nn.Module, weight: torch.Tensor | None = None
+) -> Iterator[tuple[int, int, torch.Tensor]]:
     """For each kernel offset (ki, kj) with at least one real input pixel: (ki, kj, view) where
     view has shape (C', n_i, n_j, C) and holds, for every output channel o and input channel c, the
     entries of the layer's weight that a CNN ties to w[o, c, ki, kj] (only output positions where
@@ -295,21 +362,31 @@ def tied_views(layer: nn.Module, weight: torch.Tensor | None = None
         for ki, kj, i0, i1, j0, j1 in layer.offset_ranges():
             yield ki, kj, grid[i0:i1, j0:j1, :, :, ki, kj].permute(2, 0, 1, 3)
     else:
-        raise NeedleError(f"tied_views: expected Dense2d or LocallyConnected2d, got {type(layer).__name__}")
+        raise NeedleError(
+            f"tied_views: expected Dense2d or LocallyConnected2d, got {type(layer).__name__}"
+        )
 
 
 def _check_conv(name: str, conv: nn.Conv2d) -> None:
-    if conv.groups != 1 or _pair(conv.dilation) != (1, 1) or conv.padding_mode != "zeros" \
-            or isinstance(conv.padding, str):
-        raise NeedleError(f"layer {name}: only Conv2d with groups=1, dilation=1 and integer zero "
-                          "padding can be embedded; change the CNN definition")
+    if (
+        conv.groups != 1
+        or _pair(conv.dilation) != (1, 1)
+        or conv.padding_mode != "zeros"
+        or isinstance(conv.padding, str)
+    ):
+        raise NeedleError(
+            f"layer {name}: only Conv2d with groups=1, dilation=1 and integer zero "
+            "padding can be embedded; change the CNN definition"
+        )
 
 
 def _input_shape(cnn: nn.Sequential, input_shape) -> tuple[int, int, int]:
     shape = input_shape if input_shape is not None else getattr(cnn, "input_shape", None)
     if shape is None:
-        raise NeedleError("the CNN has no input_shape attribute; build it with needle.models.build_cnn "
-                          "or pass input_shape=(C, H, W)")
+        raise NeedleError(
+            "the CNN has no input_shape attribute; build it with needle.models.build_cnn "
+            "or pass input_shape=(C, H, W)"
+        )
     return tuple(shape)
 
 
@@ -340,9 +417,16 @@ def _pool_before_relu(layers: list[tuple[str, nn.Module]]) -> list[tuple[str, nn
 
 
 def _geometry_args(conv: nn.Conv2d, in_shape):
-    return dict(in_shape=in_shape, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
-                stride=conv.stride, padding=conv.padding, bias=conv.bias is not None,
-                device=conv.weight.device, dtype=conv.weight.dtype)
+    return dict(
+        in_shape=in_shape,
+        out_channels=conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        bias=conv.bias is not None,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
 
 
 @torch.no_grad()
@@ -362,7 +446,9 @@ def conv_to_dense(conv: nn.Conv2d, in_shape) -> Dense2d:
 def conv_to_local(conv: nn.Conv2d, in_shape) -> LocallyConnected2d:
     """The LocallyConnected2d computing exactly `conv`: the kernel copied to every position."""
     local = LocallyConnected2d(**_geometry_args(conv, in_shape), initialize=False)
-    local.weight.copy_(conv.weight.detach().reshape(1, conv.out_channels, -1).expand_as(local.weight))
+    local.weight.copy_(
+        conv.weight.detach().reshape(1, conv.out_channels, -1).expand_as(local.weight)
+    )
     if conv.bias is not None:
         local.bias.copy_(conv.bias.detach()[:, None, None].expand_as(local.bias))
     return local
@@ -392,9 +478,11 @@ def standard_fcn(cnn: nn.Sequential, input_shape=None) -> nn.Sequential:
     """A standard FCN with exactly the eFCN's layer shapes (same pooling and head), all weights
     freshly initialised with PyTorch's default (nn.Linear init, fan_in = C*H*W for Dense2d)."""
     return _replace_convs(
-        cnn, input_shape,
+        cnn,
+        input_shape,
         lambda conv, in_shape: Dense2d(**_geometry_args(conv, in_shape), initialize=True),
-        _fresh_copy)
+        _fresh_copy,
+    )
 
 
 def parameter_counts(cnn: nn.Sequential, input_shape=None) -> dict[str, int]:

@@ -12,7 +12,9 @@ import torch
 from needle.training import evaluate
 
 
-def interpolate(start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+def interpolate(
+    start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
     """(1 - alpha) * start + alpha * end, key by key (both from networks of the same shapes)."""
     if start.keys() != end.keys():
         raise ValueError("cannot interpolate between networks with different layers")
@@ -25,7 +27,9 @@ def alphas(points: int) -> list[float]:
 
 
 @torch.no_grad()
-def evaluate_path(net: torch.nn.Module, start: dict, end: dict, splits: dict, points: int, eval_batch_size: int) -> list[dict]:
+def evaluate_path(
+    net: torch.nn.Module, start: dict, end: dict, splits: dict, points: int, eval_batch_size: int
+) -> list[dict]:
     """Rows (alpha, split, loss, accuracy) along the line from ``start`` (alpha 0) to ``end`` (alpha 1).
 
     ``splits`` maps a split name to (inputs, labels). ``net`` is loaded with each point in turn.

@@ -16,14 +16,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: never open a window (also safe on headless cluster nodes)
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.cm import ScalarMappable  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import (
     FixedLocator,
     FuncFormatter,
     LogLocator,
@@ -31,13 +31,13 @@ from matplotlib.ticker import (  # noqa: E402
     SymmetricalLogLocator,
 )
 
-from needle.summary import (  # noqa: E402
+from needle.summary import (
     RELAX_ARMS,
+    arm_statistics,
     atomic_output,
     markdown_table,
     normalize_metrics,
     run_outcomes,
-    arm_statistics,
     write_text_atomic,
 )
 
@@ -120,8 +120,14 @@ def _grid(n_panels, max_columns):
 def _experiment_panels(count):
     """One panel per experiment, at most two a row, sharing the accuracy axis (figures 1 and 5)."""
     rows, columns = _grid(count, 2)
-    return plt.subplots(rows, columns, figsize=(max(4.6 * columns, 7.5), 3.6 * rows + 0.6),
-                        squeeze=False, layout="constrained", sharey=True)
+    return plt.subplots(
+        rows,
+        columns,
+        figsize=(max(4.6 * columns, 7.5), 3.6 * rows + 0.6),
+        squeeze=False,
+        layout="constrained",
+        sharey=True,
+    )
 
 
 def _relax_palette(relax_times):
@@ -198,34 +204,65 @@ def plot_accuracy_vs_relax_time(metrics, outcomes=None):
             mine = outcomes[outcomes["experiment"] == experiment]
             final = arm_statistics(mine, "final_test_accuracy")
             best = arm_statistics(mine, "best_test_accuracy")
-            for arm, colour, label in (("cnn", CNN_COLOR, "CNN final (mean ± sd)"),
-                                       ("fcn", FCN_COLOR, "standard FCN final (mean ± sd)")):
+            for arm, colour, label in (
+                ("cnn", CNN_COLOR, "CNN final (mean ± sd)"),
+                ("fcn", FCN_COLOR, "standard FCN final (mean ± sd)"),
+            ):
                 row = final[(final["arm"] == arm) & (final["n"] > 0)]
                 if len(row):
-                    handles[label] = _band(ax, row["mean"].iloc[0], row["sd"].iloc[0], colour, label)
+                    handles[label] = _band(
+                        ax, row["mean"].iloc[0], row["sd"].iloc[0], colour, label
+                    )
             for arm in RELAX_ARMS:
                 style = ARM_STYLE[arm]
-                for statistics, kind, line, face in ((final, "final", "-", style["color"]),
-                                                     (best, "best", "--", "white")):
+                for statistics, kind, line, face in (
+                    (final, "final", "-", style["color"]),
+                    (best, "best", "--", "white"),
+                ):
                     data = statistics[(statistics["arm"] == arm) & (statistics["n"] > 0)]
                     if data.empty:
                         continue
                     label = f"{style['label']} {kind}"
                     handles[label] = ax.errorbar(
-                        data["relax_time"], 100 * data["mean"], yerr=100 * data["sd"].fillna(0),
-                        color=style["color"], marker=style["marker"], mfc=face, ls=line, lw=1.3,
-                        ms=5, capsize=2.5, label=label)
+                        data["relax_time"],
+                        100 * data["mean"],
+                        yerr=100 * data["sd"].fillna(0),
+                        color=style["color"],
+                        marker=style["marker"],
+                        mfc=face,
+                        ls=line,
+                        lw=1.3,
+                        ms=5,
+                        capsize=2.5,
+                        label=label,
+                    )
             diverged = int(mine["diverged"].sum())
             title = experiment + (f"  ({_runs(diverged)})" if diverged else "")
             ax.set_title(title)
-            _symlog_epochs(ax, "relax time t_w (epochs, symlog scale)", sorted(mine["relax_time"].dropna().unique()))
+            _symlog_epochs(
+                ax,
+                "relax time t_w (epochs, symlog scale)",
+                sorted(mine["relax_time"].dropna().unique()),
+            )
             _percent_axis(ax, "test accuracy (%)")
             ax.tick_params(labelleft=True)
-        for ax in axes.flat[len(experiments):]:
+        for ax in axes.flat[len(experiments) :]:
             ax.set_visible(False)
-        order = [k for k in ("CNN final (mean ± sd)", "standard FCN final (mean ± sd)", "eFCN final",
-                             "eFCN best", "eLCN final", "eLCN best") if k in handles]
-        fig.legend([handles[k] for k in order], order, loc="outside lower center", ncols=3, frameon=False)
+        order = [
+            k
+            for k in (
+                "CNN final (mean ± sd)",
+                "standard FCN final (mean ± sd)",
+                "eFCN final",
+                "eFCN best",
+                "eLCN final",
+                "eLCN best",
+            )
+            if k in handles
+        ]
+        fig.legend(
+            [handles[k] for k in order], order, loc="outside lower center", ncols=3, frameon=False
+        )
         fig.suptitle("Test accuracy after relaxing the CNN at t_w (mean ± sd over seeds)")
     return fig
 
@@ -239,30 +276,51 @@ def plot_learning_curves(metrics, outcomes=None):
     metrics, outcomes = _prepared(metrics, outcomes)
     kept, diverged = _kept_runs(metrics, outcomes)
     plain = kept[kept["layer"].isna()]
-    panels = [(e, arm) for e in _experiments(metrics) for arm in RELAX_ARMS
-              if ((plain["experiment"] == e) & (plain["arm"] == arm)).any()]
+    panels = [
+        (e, arm)
+        for e in _experiments(metrics)
+        for arm in RELAX_ARMS
+        if ((plain["experiment"] == e) & (plain["arm"] == arm)).any()
+    ]
     if not panels:
         panels = [(e, None) for e in _experiments(metrics)]
     colour_of, mappable, relax_times = _relax_palette(plain["relax_time"].dropna())
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(panels), 2, figsize=(9, 3.0 * len(panels) + 0.6), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            len(panels),
+            2,
+            figsize=(9, 3.0 * len(panels) + 0.6),
+            squeeze=False,
+            layout="constrained",
+        )
         for (experiment, arm), row in zip(panels, axes):
             mine = plain[plain["experiment"] == experiment]
-            for ax, metric, label in ((row[0], "test_accuracy", "test accuracy (%)"),
-                                      (row[1], "train_loss", "train loss (log scale)")):
+            for ax, metric, label in (
+                (row[0], "test_accuracy", "test accuracy (%)"),
+                (row[1], "train_loss", "train loss (log scale)"),
+            ):
                 scale = 100 if metric.endswith("accuracy") else 1
                 data = mine[mine["metric"] == metric]
                 for reference, colour, ls in (("cnn", CNN_COLOR, "-"), ("fcn", FCN_COLOR, "--")):
                     curve = _mean_curve(data[data["arm"] == reference])
                     if len(curve):
-                        ax.plot(curve.index, scale * curve.values, color=colour, ls=ls, lw=2, zorder=3)
+                        ax.plot(
+                            curve.index, scale * curve.values, color=colour, ls=ls, lw=2, zorder=3
+                        )
                 if arm is not None:
                     for t_w, run in data[data["arm"] == arm].groupby("relax_time"):
                         curve = _mean_curve(run)
                         ax.plot(curve.index, scale * curve.values, color=colour_of[t_w], lw=1.2)
-                        ax.plot(curve.index[0], scale * curve.values[0], "o", color=colour_of[t_w],
-                                ms=4.5, mec="white", mew=0.6, zorder=4)
+                        ax.plot(
+                            curve.index[0],
+                            scale * curve.values[0],
+                            "o",
+                            color=colour_of[t_w],
+                            ms=4.5,
+                            mec="white",
+                            mew=0.6,
+                            zorder=4,
+                        )
                 _symlog_epochs(ax, "total epochs (symlog scale)")
                 if metric == "train_loss":
                     _log_loss_axis(ax, label)
@@ -270,12 +328,25 @@ def plot_learning_curves(metrics, outcomes=None):
                     _percent_axis(ax, label)
             name = ARM_STYLE[arm]["label"] if arm else "no relax runs"
             left_out = diverged.get((experiment, arm), 0)
-            row[0].set_title(f"{experiment}: {name} relaxed at t_w"
-                             + (f" ({_runs(left_out)})" if left_out else ""), loc="left")
-        legend = [Line2D([], [], color=CNN_COLOR, lw=2, label="CNN"),
-                  Line2D([], [], color=FCN_COLOR, lw=2, ls="--", label="standard FCN"),
-                  Line2D([], [], color="grey", lw=1.2, marker="o", ms=4.5, markevery=[0],
-                         label="relaxed run (dot: relax point)")]
+            row[0].set_title(
+                f"{experiment}: {name} relaxed at t_w"
+                + (f" ({_runs(left_out)})" if left_out else ""),
+                loc="left",
+            )
+        legend = [
+            Line2D([], [], color=CNN_COLOR, lw=2, label="CNN"),
+            Line2D([], [], color=FCN_COLOR, lw=2, ls="--", label="standard FCN"),
+            Line2D(
+                [],
+                [],
+                color="grey",
+                lw=1.2,
+                marker="o",
+                ms=4.5,
+                markevery=[0],
+                label="relaxed run (dot: relax point)",
+            ),
+        ]
         fig.legend(handles=legend, loc="outside lower center", ncols=3, frameon=False)
         if relax_times:
             _relax_colorbar(fig, axes, mappable, relax_times)
@@ -290,6 +361,7 @@ def _layer_order(layers):
     def key(name):
         match = re.search(r"(\d+)$", name)
         return (name == "all", int(match.group(1)) if match else 0, name)
+
     return sorted(layers, key=key)
 
 
@@ -303,26 +375,45 @@ def plot_deviation(metrics, outcomes=None):
     if data.empty:
         return _empty_figure("no deviation metrics in the table (no relax runs finished)")
     layers = _layer_order(data["layer"].unique())
-    blocks = [(e, arm) for e in _experiments(data) for arm in RELAX_ARMS
-              if ((data["experiment"] == e) & (data["arm"] == arm)).any()]
+    blocks = [
+        (e, arm)
+        for e in _experiments(data)
+        for arm in RELAX_ARMS
+        if ((data["experiment"] == e) & (data["arm"] == arm)).any()
+    ]
     per_row = 4  # wrap wide nets (AlexNet: 5 convs + all) so panels stay legible
     layer_rows, columns = _grid(len(layers), per_row)
     colour_of, mappable, relax_times = _relax_palette(data["relax_time"].dropna())
     with plt.rc_context(STYLE):
         n_rows = len(blocks) * layer_rows
-        fig, axes = plt.subplots(n_rows, columns, figsize=(2.1 * columns + 1.2, 2.0 * n_rows + 1.0),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(
+            n_rows,
+            columns,
+            figsize=(2.1 * columns + 1.2, 2.0 * n_rows + 1.0),
+            squeeze=False,
+            layout="constrained",
+        )
         for block, (experiment, arm) in enumerate(blocks):
             mine = data[(data["experiment"] == experiment) & (data["arm"] == arm)]
             parts = ["deviation_nonsharing"] if arm == "elcn" else list(DEVIATION_PARTS)
-            block_axes = axes[block * layer_rows:(block + 1) * layer_rows].flat
+            block_axes = axes[block * layer_rows : (block + 1) * layer_rows].flat
             top = mine["value"].max()
-            means = mine.groupby(["layer", "metric", "relax_time", "epochs_since_relax"])["value"].mean()
-            curves = {key: curve.droplevel([0, 1, 2]) for key, curve in means.groupby(level=[0, 1, 2])}
+            means = mine.groupby(["layer", "metric", "relax_time", "epochs_since_relax"])[
+                "value"
+            ].mean()
+            curves = {
+                key: curve.droplevel([0, 1, 2]) for key, curve in means.groupby(level=[0, 1, 2])
+            }
             for index, (ax, layer) in enumerate(zip(block_axes, layers)):
                 for (curve_layer, part, t_w), curve in curves.items():
                     if curve_layer == layer and part in parts:
-                        ax.plot(curve.index, curve.values, color=colour_of[t_w], ls=DEVIATION_PARTS[part][0], lw=1.2)
+                        ax.plot(
+                            curve.index,
+                            curve.values,
+                            color=colour_of[t_w],
+                            ls=DEVIATION_PARTS[part][0],
+                            lw=1.2,
+                        )
                 _symlog_epochs(ax, None, steps=(1, 3))
                 ax.set_ylim(0, 1.05 * top if top > 0 else 1)
                 ax.set_title(f"{'all layers' if layer == 'all' else layer}", fontsize=9)
@@ -330,21 +421,29 @@ def plot_deviation(metrics, outcomes=None):
                     ax.tick_params(labelleft=False)
                 else:  # the row's label names the block: experiment, arm, runs left out
                     left_out = diverged.get((experiment, arm), 0)
-                    ax.set_ylabel("\n".join([experiment, ARM_STYLE[arm]["label"]]
-                                             + ([f"({_runs(left_out)})"] if left_out else [])))
+                    ax.set_ylabel(
+                        "\n".join(
+                            [experiment, ARM_STYLE[arm]["label"]]
+                            + ([f"({_runs(left_out)})"] if left_out else [])
+                        )
+                    )
         for ax in axes.flat:
             if not ax.has_data():
                 ax.set_visible(False)
         for ax in axes[-1]:
             ax.set_xlabel("epochs since relax", fontsize=9)
-        legend = [Line2D([], [], color="black", ls=style, lw=1.2, label=name)
-                  for style, name in DEVIATION_PARTS.values()]
+        legend = [
+            Line2D([], [], color="black", ls=style, lw=1.2, label=name)
+            for style, name in DEVIATION_PARTS.values()
+        ]
         if any(arm == "elcn" for _, arm in blocks):
             legend.append(Line2D([], [], lw=0, label="(eLCN rows: non-sharing only)"))
         fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
         _relax_colorbar(fig, axes, mappable, relax_times)
-        fig.suptitle("Deviation ‖W − P(W)‖ / ‖W‖ from the CNN subspace after relax (mean over seeds;"
-                     " x: symlog scale)")
+        fig.suptitle(
+            "Deviation ‖W − P(W)‖ / ‖W‖ from the CNN subspace after relax (mean over seeds;"
+            " x: symlog scale)"
+        )
     return fig
 
 
@@ -352,9 +451,21 @@ def plot_deviation(metrics, outcomes=None):
 # 4. Landscape
 # ---------------------------------------------------------------------------------------------
 PATH_KINDS = [
-    ("embedding", re.compile(r"^efcn_tw(?P<a>[\d.]+): embedding -> final$"), "eFCN at embedding → eFCN final"),
-    ("fcn", re.compile(r"^efcn_tw(?P<a>[\d.]+) final -> fcn final$"), "eFCN final → standard FCN final"),
-    ("pair", re.compile(r"^efcn_tw(?P<a>[\d.]+) final -> efcn_tw(?P<b>[\d.]+) final$"), "eFCN final → eFCN final"),
+    (
+        "embedding",
+        re.compile(r"^efcn_tw(?P<a>[\d.]+): embedding -> final$"),
+        "eFCN at embedding → eFCN final",
+    ),
+    (
+        "fcn",
+        re.compile(r"^efcn_tw(?P<a>[\d.]+) final -> fcn final$"),
+        "eFCN final → standard FCN final",
+    ),
+    (
+        "pair",
+        re.compile(r"^efcn_tw(?P<a>[\d.]+) final -> efcn_tw(?P<b>[\d.]+) final$"),
+        "eFCN final → eFCN final",
+    ),
 ]
 
 
@@ -371,7 +482,9 @@ def plot_landscape(landscape):
     """Loss and accuracy (train solid, test dashed) along each interpolation path, alpha from
     start (0) to end (1); one column per kind of path, mean over seeds."""
     if landscape is None or len(landscape) == 0:
-        return _empty_figure("no landscape paths configured\n(landscape disabled in the config: nothing to draw)")
+        return _empty_figure(
+            "no landscape paths configured\n(landscape disabled in the config: nothing to draw)"
+        )
     landscape = landscape.copy()
     for column in ("alpha", "loss", "accuracy"):
         landscape[column] = pd.to_numeric(landscape[column], errors="coerce")
@@ -380,6 +493,7 @@ def plot_landscape(landscape):
     kinds = [k for k, _, _ in PATH_KINDS if (landscape["kind"] == k).any()]
     kinds += ["other"] if (landscape["kind"] == "other").any() else []
     titles = {k: t for k, _, t in PATH_KINDS} | {"other": "other paths"}
+
     def label_order(label):  # by t_w numerically, so colours run with t_w like the other figures
         return [float(v) for v in re.findall(r"[\d.]+", label)] or [np.inf]
 
@@ -390,8 +504,14 @@ def plot_landscape(landscape):
         colour_of[kind] = dict(zip(labels, colours))
     with plt.rc_context(STYLE):
         n_rows = 2 * len(experiments)
-        fig, axes = plt.subplots(n_rows, len(kinds), figsize=(max(3.2 * len(kinds), 6.5), 2.3 * n_rows + 1.6),
-                                 squeeze=False, layout="constrained", sharex=True)
+        fig, axes = plt.subplots(
+            n_rows,
+            len(kinds),
+            figsize=(max(3.2 * len(kinds), 6.5), 2.3 * n_rows + 1.6),
+            squeeze=False,
+            layout="constrained",
+            sharex=True,
+        )
         for e_index, experiment in enumerate(experiments):
             mine = landscape[landscape["experiment"] == experiment]
             for k_index, kind in enumerate(kinds):
@@ -400,24 +520,43 @@ def plot_landscape(landscape):
                 for label, colour in colour_of[kind].items():
                     path = paths[paths["label"] == label]
                     for split, ls in (("train", "-"), ("test", "--")):
-                        curve = path[path["split"] == split].groupby("alpha")[["loss", "accuracy"]].mean()
+                        curve = (
+                            path[path["split"] == split]
+                            .groupby("alpha")[["loss", "accuracy"]]
+                            .mean()
+                        )
                         loss_ax.plot(curve.index, curve["loss"], color=colour, ls=ls, lw=1.3)
-                        accuracy_ax.plot(curve.index, 100 * curve["accuracy"], color=colour, ls=ls, lw=1.3)
-                loss_ax.set_title(f"{experiment}: {titles[kind]}" if len(experiments) > 1 else titles[kind],
-                                  fontsize=9)
+                        accuracy_ax.plot(
+                            curve.index, 100 * curve["accuracy"], color=colour, ls=ls, lw=1.3
+                        )
+                loss_ax.set_title(
+                    f"{experiment}: {titles[kind]}" if len(experiments) > 1 else titles[kind],
+                    fontsize=9,
+                )
                 loss_ax.set_xlim(0, 1)
                 if k_index == 0:
                     loss_ax.set_ylabel("loss")
                     _percent_axis(accuracy_ax, "accuracy (%)")
         # One legend per column (path colours are the same in every experiment), below the column.
         for k_index, kind in enumerate(kinds):
-            handles = [Line2D([], [], color=c, lw=1.5, label=label) for label, c in colour_of[kind].items()]
+            handles = [
+                Line2D([], [], color=c, lw=1.5, label=label) for label, c in colour_of[kind].items()
+            ]
             axes[-1, k_index].set_xlabel("alpha (0 = start, 1 = end)")
-            axes[-1, k_index].legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.3),
-                                     ncols=min(len(handles), 2), frameon=False, fontsize=8,
-                                     title="path", title_fontsize=8)
-        splits = [Line2D([], [], color="black", ls="-", label="train"),
-                  Line2D([], [], color="black", ls="--", label="test")]
+            axes[-1, k_index].legend(
+                handles=handles,
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.3),
+                ncols=min(len(handles), 2),
+                frameon=False,
+                fontsize=8,
+                title="path",
+                title_fontsize=8,
+            )
+        splits = [
+            Line2D([], [], color="black", ls="-", label="train"),
+            Line2D([], [], color="black", ls="--", label="test"),
+        ]
         fig.legend(handles=splits, loc="outside lower center", ncols=2, frameon=False)
         fig.suptitle("Loss and accuracy along straight lines between solutions (mean over seeds)")
     return fig
@@ -445,23 +584,45 @@ def plot_projection_probe(metrics, outcomes=None):
             for arm in RELAX_ARMS:
                 style = ARM_STYLE[arm]
                 for statistics, label, ls, face in (
-                        (final, f"{style['label']} final", "-", style["color"]),
-                        (projected, f"P({style['label']}) read as a CNN", ":", "white")):
+                    (final, f"{style['label']} final", "-", style["color"]),
+                    (projected, f"P({style['label']}) read as a CNN", ":", "white"),
+                ):
                     data = statistics[(statistics["arm"] == arm) & (statistics["n"] > 0)]
                     if data.empty:
                         continue
                     handles[label] = ax.errorbar(
-                        data["relax_time"], 100 * data["mean"], yerr=100 * data["sd"].fillna(0),
-                        color=style["color"], marker=style["marker"], mfc=face, ls=ls, lw=1.3, ms=5,
-                        capsize=2.5, label=label)
+                        data["relax_time"],
+                        100 * data["mean"],
+                        yerr=100 * data["sd"].fillna(0),
+                        color=style["color"],
+                        marker=style["marker"],
+                        mfc=face,
+                        ls=ls,
+                        lw=1.3,
+                        ms=5,
+                        capsize=2.5,
+                        label=label,
+                    )
             ax.set_title(experiment)
-            _symlog_epochs(ax, "relax time t_w (epochs, symlog scale)", sorted(mine["relax_time"].dropna().unique()))
+            _symlog_epochs(
+                ax,
+                "relax time t_w (epochs, symlog scale)",
+                sorted(mine["relax_time"].dropna().unique()),
+            )
             _percent_axis(ax, "final test accuracy (%)")
             ax.tick_params(labelleft=True)
-        for ax in axes.flat[len(experiments):]:
+        for ax in axes.flat[len(experiments) :]:
             ax.set_visible(False)
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=3, frameon=False)
-        fig.suptitle("Relaxed nets vs their projection onto the CNN subspace (mean ± sd over seeds)")
+        fig.legend(
+            list(handles.values()),
+            list(handles),
+            loc="outside lower center",
+            ncols=3,
+            frameon=False,
+        )
+        fig.suptitle(
+            "Relaxed nets vs their projection onto the CNN subspace (mean ± sd over seeds)"
+        )
     return fig
 
 
@@ -470,20 +631,41 @@ def plot_projection_probe(metrics, outcomes=None):
 # ---------------------------------------------------------------------------------------------
 def parameter_counts_markdown(parameter_counts):
     """Markdown table: one row per experiment, parameters of CNN, eLCN, eFCN and standard FCN."""
-    table = parameter_counts.pivot_table(index=["experiment", "dataset", "model", "width"],
-                                         columns="network", values="parameters", aggfunc="first")
+    table = parameter_counts.pivot_table(
+        index=["experiment", "dataset", "model", "width"],
+        columns="network",
+        values="parameters",
+        aggfunc="first",
+    )
     networks = [("cnn", "CNN"), ("elcn", "eLCN"), ("efcn", "eFCN"), ("fcn", "standard FCN")]
     rows = []
     for (experiment, dataset, model, width), counts in table.iterrows():
-        cells = [f"{int(counts[n]):,}" if n in counts and pd.notna(counts[n]) else "—" for n, _ in networks]
-        ratio = (f"{counts['efcn'] / counts['cnn']:,.0f}×"
-                 if {"efcn", "cnn"} <= set(counts.index) and pd.notna(counts.get("efcn")) and counts.get("cnn")
-                 else "—")
+        cells = [
+            f"{int(counts[n]):,}" if n in counts and pd.notna(counts[n]) else "—"
+            for n, _ in networks
+        ]
+        ratio = (
+            f"{counts['efcn'] / counts['cnn']:,.0f}×"
+            if {"efcn", "cnn"} <= set(counts.index)
+            and pd.notna(counts.get("efcn"))
+            and counts.get("cnn")
+            else "—"
+        )
         rows.append([experiment, dataset, model, width if pd.notna(width) else "—", *cells, ratio])
-    header = ["experiment", "dataset", "model", "width", *[name for _, name in networks], "eFCN / CNN"]
-    return ("Trainable parameters per network. The eFCN and standard FCN have the same shapes; their "
-            "dense matrices have columns for real inputs only (zero padding folded in).\n\n"
-            + markdown_table(header, rows) + "\n")
+    header = [
+        "experiment",
+        "dataset",
+        "model",
+        "width",
+        *[name for _, name in networks],
+        "eFCN / CNN",
+    ]
+    return (
+        "Trainable parameters per network. The eFCN and standard FCN have the same shapes; their "
+        "dense matrices have columns for real inputs only (zero padding folded in).\n\n"
+        + markdown_table(header, rows)
+        + "\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,21 +11,29 @@ Conventions shared with `needle.plotting`:
 - Means and sds are over seeds (sd with ddof=1; NaN with one seed).
 """
 
-import contextlib
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from needle.atomic import atomic_path as atomic_output, atomic_write_text
+from needle.atomic import atomic_path as atomic_output
+from needle.atomic import atomic_write_text
 from needle.errors import NeedleError
 
 METRICS_COLUMNS = [
-    "experiment", "dataset", "model", "seed", "arm", "relax_time", "epoch",
-    "epochs_since_relax", "metric", "layer", "value",
+    "experiment",
+    "dataset",
+    "model",
+    "seed",
+    "arm",
+    "relax_time",
+    "epoch",
+    "epochs_since_relax",
+    "metric",
+    "layer",
+    "value",
 ]
 LANDSCAPE_COLUMNS = ["experiment", "seed", "path", "alpha", "split", "loss", "accuracy"]
 PARAMETER_COLUMNS = ["experiment", "dataset", "model", "width", "network", "parameters"]
@@ -44,7 +52,9 @@ DEFAULT_DEVIATION_THRESHOLD = 0.5
 def _check_columns(frame, required, what):
     missing = [column for column in required if column not in frame.columns]
     if missing:
-        raise NeedleError(f"{what} lacks columns {missing}; expected the contract's columns {required}")
+        raise NeedleError(
+            f"{what} lacks columns {missing}; expected the contract's columns {required}"
+        )
     return frame
 
 
@@ -55,7 +65,9 @@ def read_tables(paths, required, what):
     frames = []
     for path in paths:
         if not Path(path).is_file():
-            raise NeedleError(f"{what} {path} does not exist; run the workflow stage that writes it first")
+            raise NeedleError(
+                f"{what} {path} does not exist; run the workflow stage that writes it first"
+            )
         try:
             frame = pd.read_csv(path)
         except pd.errors.EmptyDataError:  # a zero-byte file: a table with no rows
@@ -85,7 +97,9 @@ def normalize_metrics(metrics):
         metrics[column] = pd.to_numeric(metrics[column], errors="coerce").astype("float64")
     unknown = set(metrics["arm"].dropna()) - {"cnn", "fcn", *RELAX_ARMS}
     if unknown:
-        raise NeedleError(f"metrics table has unknown arms {sorted(unknown)}; arms are cnn, fcn, efcn, elcn")
+        raise NeedleError(
+            f"metrics table has unknown arms {sorted(unknown)}; arms are cnn, fcn, efcn, elcn"
+        )
     return metrics
 
 
@@ -124,7 +138,9 @@ def run_outcomes(metrics):
             last_epoch,
             at_last(test, "final_test_accuracy"),
             test[~(test["epochs_since_relax"] <= 0)]  # NaN (cnn, fcn) kept
-            .groupby(RUN_KEYS, dropna=False)["value"].max().rename("best_test_accuracy"),
+            .groupby(RUN_KEYS, dropna=False)["value"]
+            .max()
+            .rename("best_test_accuracy"),
             at_last(metric("projected_test_accuracy"), "final_projected_test_accuracy"),
             at_last(deviation_all, "final_deviation_all"),
             at_last(metric("diverged"), "diverged"),
@@ -159,8 +175,11 @@ def _verdict(value):
 def _summarize_experiment(experiment, outcomes, cnn_max_epoch, deviation_threshold):
     statistics = arm_statistics(outcomes)
     by_arm = {arm: statistics[statistics["arm"] == arm] for arm in ("cnn", "fcn", *RELAX_ARMS)}
-    row = {"experiment": experiment,
-           "dataset": outcomes["dataset"].iloc[0], "model": outcomes["model"].iloc[0]}
+    row = {
+        "experiment": experiment,
+        "dataset": outcomes["dataset"].iloc[0],
+        "model": outcomes["model"].iloc[0],
+    }
     for arm in ("cnn", "fcn"):
         found = by_arm[arm][by_arm[arm]["n"] > 0]
         row[f"{arm}_mean"] = found["mean"].iloc[0] if len(found) else np.nan
@@ -178,37 +197,51 @@ def _summarize_experiment(experiment, outcomes, cnn_max_epoch, deviation_thresho
     tested = efcn[efcn["n"] > 0]
     worst = tested.loc[tested["mean"].idxmin()] if len(tested) else None
     decidable = worst is not None and not math.isnan(row["fcn_mean"])
-    row["claim4_efcn_beats_fcn_every_tw"] = _verdict(worst["mean"] > row["fcn_mean"] if decidable else None)
+    row["claim4_efcn_beats_fcn_every_tw"] = _verdict(
+        worst["mean"] > row["fcn_mean"] if decidable else None
+    )
     row["claim4_worst_efcn_tw"] = worst["relax_time"] if worst is not None else np.nan
     row["claim4_worst_efcn_mean"] = worst["mean"] if worst is not None else np.nan
     row["claim4_tw_without_results"] = " ".join(
-        f"{t:g}" for t in efcn.loc[efcn["n"] == 0, "relax_time"])
+        f"{t:g}" for t in efcn.loc[efcn["n"] == 0, "relax_time"]
+    )
 
     # Claim 5: some intermediate t_w (0 < t_w < the CNN's last epoch) beats the CNN.
     intermediate = tested[(tested["relax_time"] > 0) & (tested["relax_time"] < cnn_max_epoch)]
     best = intermediate.loc[intermediate["mean"].idxmax()] if len(intermediate) else None
     decidable = best is not None and not math.isnan(row["cnn_mean"])
-    row["claim5_intermediate_efcn_beats_cnn"] = _verdict(best["mean"] > row["cnn_mean"] if decidable else None)
+    row["claim5_intermediate_efcn_beats_cnn"] = _verdict(
+        best["mean"] > row["cnn_mean"] if decidable else None
+    )
     row["claim5_best_intermediate_tw"] = best["relax_time"] if best is not None else np.nan
     row["claim5_best_intermediate_mean"] = best["mean"] if best is not None else np.nan
 
     # Claim 3: the largest final pooled deviation over finished eFCN runs stays below threshold.
-    finished = outcomes[(outcomes["arm"] == "efcn") & ~outcomes["diverged"]]["final_deviation_all"].dropna()
+    finished = outcomes[(outcomes["arm"] == "efcn") & ~outcomes["diverged"]][
+        "final_deviation_all"
+    ].dropna()
     largest = finished.max() if len(finished) else np.nan
-    row["claim3_deviation_small"] = _verdict(largest < deviation_threshold if len(finished) else None)
+    row["claim3_deviation_small"] = _verdict(
+        largest < deviation_threshold if len(finished) else None
+    )
     row["claim3_max_final_deviation"] = largest
     row["claim3_threshold"] = deviation_threshold
 
     row["runs"] = len(outcomes)
     row["diverged_runs"] = int(outcomes["diverged"].sum())
     row["diverged_run_list"] = " ".join(
-        f"{r.arm}/tw{r.relax_time:g}/seed{r.seed:g}" if not math.isnan(r.relax_time) else f"{r.arm}/seed{r.seed:g}"
-        for r in outcomes[outcomes["diverged"]].itertuples())
+        f"{r.arm}/tw{r.relax_time:g}/seed{r.seed:g}"
+        if not math.isnan(r.relax_time)
+        else f"{r.arm}/seed{r.seed:g}"
+        for r in outcomes[outcomes["diverged"]].itertuples()
+    )
     return row
 
 
 VERDICT_COLUMNS = [
-    "claim3_deviation_small", "claim4_efcn_beats_fcn_every_tw", "claim5_intermediate_efcn_beats_cnn",
+    "claim3_deviation_small",
+    "claim4_efcn_beats_fcn_every_tw",
+    "claim5_intermediate_efcn_beats_cnn",
 ]
 
 
@@ -232,7 +265,8 @@ def summarize(metrics_df, deviation_threshold=DEFAULT_DEVIATION_THRESHOLD):
     rows = []
     for experiment, group in outcomes.groupby("experiment", sort=True):
         cnn_epochs = metrics_epochs.loc[
-            (metrics_epochs["experiment"] == experiment) & (metrics_epochs["arm"] == "cnn"), "epoch"]
+            (metrics_epochs["experiment"] == experiment) & (metrics_epochs["arm"] == "cnn"), "epoch"
+        ]
         cnn_max_epoch = cnn_epochs.max() if len(cnn_epochs) else np.inf
         rows.append(_summarize_experiment(experiment, group, cnn_max_epoch, deviation_threshold))
     summary = pd.DataFrame(rows)
@@ -276,8 +310,10 @@ def summary_markdown(summary):
     with the numbers that decide it."""
     accuracy_rows = [
         [
-            r["experiment"], f"{r['dataset']} / {r['model']}",
-            format_accuracy(r["cnn_mean"], r["cnn_sd"]), format_accuracy(r["fcn_mean"], r["fcn_sd"]),
+            r["experiment"],
+            f"{r['dataset']} / {r['model']}",
+            format_accuracy(r["cnn_mean"], r["cnn_sd"]),
+            format_accuracy(r["fcn_mean"], r["fcn_sd"]),
             f"{format_accuracy(r['best_efcn_mean'], r['best_efcn_sd'])} (t_w={_format_tw(r['best_efcn_tw'])})",
             f"{format_accuracy(r['best_elcn_mean'], r['best_elcn_sd'])} (t_w={_format_tw(r['best_elcn_tw'])})",
             f"{r['diverged_runs']} of {r['runs']}",
@@ -286,26 +322,43 @@ def summary_markdown(summary):
     ]
     claim_rows = []
     for _, r in summary.iterrows():
-        claim_rows.append([
-            r["experiment"], "3: eFCN stays close to the CNN subspace",
-            _format_verdict(r["claim3_deviation_small"]),
-            f"largest final deviation (all layers) {_format_number(r['claim3_max_final_deviation'])} "
-            f"vs threshold {r['claim3_threshold']:g}",
-        ])
-        untested = f"; t_w without finished runs: {r['claim4_tw_without_results']}" if r["claim4_tw_without_results"] else ""
-        claim_rows.append([
-            r["experiment"], "4: eFCN beats the standard FCN at every t_w",
-            _format_verdict(r["claim4_efcn_beats_fcn_every_tw"]),
-            f"worst eFCN {format_accuracy(r['claim4_worst_efcn_mean'])} (t_w={_format_tw(r['claim4_worst_efcn_tw'])}) "
-            f"vs FCN {format_accuracy(r['fcn_mean'])}{untested}",
-        ])
-        claim_rows.append([
-            r["experiment"], "5: some intermediate t_w eFCN beats the CNN",
-            _format_verdict(r["claim5_intermediate_efcn_beats_cnn"]),
-            f"best intermediate eFCN {format_accuracy(r['claim5_best_intermediate_mean'])} "
-            f"(t_w={_format_tw(r['claim5_best_intermediate_tw'])}) vs CNN {format_accuracy(r['cnn_mean'])}",
-        ])
-    diverged = [f"- {r['experiment']}: {r['diverged_run_list']}" for _, r in summary.iterrows() if r["diverged_runs"]]
+        claim_rows.append(
+            [
+                r["experiment"],
+                "3: eFCN stays close to the CNN subspace",
+                _format_verdict(r["claim3_deviation_small"]),
+                f"largest final deviation (all layers) {_format_number(r['claim3_max_final_deviation'])} "
+                f"vs threshold {r['claim3_threshold']:g}",
+            ]
+        )
+        untested = (
+            f"; t_w without finished runs: {r['claim4_tw_without_results']}"
+            if r["claim4_tw_without_results"]
+            else ""
+        )
+        claim_rows.append(
+            [
+                r["experiment"],
+                "4: eFCN beats the standard FCN at every t_w",
+                _format_verdict(r["claim4_efcn_beats_fcn_every_tw"]),
+                f"worst eFCN {format_accuracy(r['claim4_worst_efcn_mean'])} (t_w={_format_tw(r['claim4_worst_efcn_tw'])}) "
+                f"vs FCN {format_accuracy(r['fcn_mean'])}{untested}",
+            ]
+        )
+        claim_rows.append(
+            [
+                r["experiment"],
+                "5: some intermediate t_w eFCN beats the CNN",
+                _format_verdict(r["claim5_intermediate_efcn_beats_cnn"]),
+                f"best intermediate eFCN {format_accuracy(r['claim5_best_intermediate_mean'])} "
+                f"(t_w={_format_tw(r['claim5_best_intermediate_tw'])}) vs CNN {format_accuracy(r['cnn_mean'])}",
+            ]
+        )
+    diverged = [
+        f"- {r['experiment']}: {r['diverged_run_list']}"
+        for _, r in summary.iterrows()
+        if r["diverged_runs"]
+    ]
     parts = [
         "# needle: summary",
         "",
@@ -313,8 +366,18 @@ def summary_markdown(summary):
         "highest mean. Diverged runs (diverged = 1 at their last logged epoch) are excluded from "
         "every number and verdict and only counted here.",
         "",
-        markdown_table(["experiment", "data / model", "CNN", "standard FCN", "best eFCN", "best eLCN",
-                        "diverged runs"], accuracy_rows),
+        markdown_table(
+            [
+                "experiment",
+                "data / model",
+                "CNN",
+                "standard FCN",
+                "best eFCN",
+                "best eLCN",
+                "diverged runs",
+            ],
+            accuracy_rows,
+        ),
         "",
         "## Claims (verdicts computed from the numbers)",
         "",
@@ -328,7 +391,9 @@ def summary_markdown(summary):
     return "\n".join(parts) + "\n"
 
 
-def write_summary(metrics_df, csv_path, markdown_path, deviation_threshold=DEFAULT_DEVIATION_THRESHOLD):
+def write_summary(
+    metrics_df, csv_path, markdown_path, deviation_threshold=DEFAULT_DEVIATION_THRESHOLD
+):
     """Compute `summarize` and write it as CSV and markdown (atomically); return the DataFrame."""
     summary = summarize(metrics_df, deviation_threshold=deviation_threshold)
     write_csv_atomic(csv_path, summary)

@@ -11,9 +11,9 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -49,13 +49,17 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "eval_batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < (0 if key == "epochs" else 1):
-                raise NeedleError(f"{key} must be a {'non-negative' if key == 'epochs' else 'positive'} integer, got {value!r}")
+                raise NeedleError(
+                    f"{key} must be a {'non-negative' if key == 'epochs' else 'positive'} integer, got {value!r}"
+                )
         for key in ("lr", "momentum", "weight_decay"):
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise NeedleError(f"{key} must be a non-negative number, got {value!r}")
         if self.on_divergence not in ("fail", "record"):
-            raise NeedleError(f"on_divergence must be 'fail' or 'record', got {self.on_divergence!r}")
+            raise NeedleError(
+                f"on_divergence must be 'fail' or 'record', got {self.on_divergence!r}"
+            )
 
 
 @contextlib.contextmanager
@@ -67,7 +71,9 @@ def sgd_steps_in_backward(model: torch.nn.Module, config: TrainConfig):
     (momentum and weight decay 0) in fp32/tf32 (bf16 autocast keeps the optimiser). Outside the
     block (evaluation, metrics, any other backward) the layers are ordinary again."""
     fusable = config.momentum == 0 and config.weight_decay == 0 and config.precision != "bf16"
-    layers = [module for module in model.modules() if isinstance(module, Dense2d)] if fusable else []
+    layers = (
+        [module for module in model.modules() if isinstance(module, Dense2d)] if fusable else []
+    )
     for layer in layers:
         layer.sgd_step_in_backward = config.lr
     try:
@@ -78,14 +84,19 @@ def sgd_steps_in_backward(model: torch.nn.Module, config: TrainConfig):
 
 
 @torch.inference_mode()
-def evaluate(model: torch.nn.Module, inputs, labels, batch_size: int, precision: str = "fp32") -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, inputs, labels, batch_size: int, precision: str = "fp32"
+) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a whole split, with one host sync at the end."""
     was_training = model.training
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=inputs.device)
     correct = torch.zeros((), dtype=torch.int64, device=inputs.device)
     for start in range(0, len(inputs), batch_size):
-        batch_inputs, batch_labels = inputs[start : start + batch_size], labels[start : start + batch_size]
+        batch_inputs, batch_labels = (
+            inputs[start : start + batch_size],
+            labels[start : start + batch_size],
+        )
         with autocast(inputs.device, precision):
             logits = model(batch_inputs)
         loss_sum += F.cross_entropy(logits.float(), batch_labels, reduction="sum")
@@ -134,7 +145,10 @@ class Trainer:
         self.device = data.train_x.device
         set_precision(config.precision)
         self.optimizer = torch.optim.SGD(
-            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            model.parameters(),
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
         )
         # Shuffling has its own generator so that dropout (global RNG) and order are independent.
         self.order_generator = torch.Generator().manual_seed(config.seed)
@@ -172,20 +186,30 @@ class Trainer:
             print(f"[needle] ignoring resume state: {error}", file=self.log)
             return None
         if state.get("fingerprint") != self.fingerprint:
-            print(f"[needle] ignoring resume state {self.state_path}: made with other settings", file=self.log)
+            print(
+                f"[needle] ignoring resume state {self.state_path}: made with other settings",
+                file=self.log,
+            )
             return None
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as error:
-            print(f"[needle] ignoring resume state {self.state_path}: it does not fit this network ({error})"[:300],
-                  file=self.log)
+            print(
+                f"[needle] ignoring resume state {self.state_path}: it does not fit this network ({error})"[
+                    :300
+                ],
+                file=self.log,
+            )
             return None
         self.order_generator.set_state(state["order_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"]:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        print(f"[needle] resuming {self.run_name} after epoch {state['epoch']} from {self.state_path}", file=self.log)
+        print(
+            f"[needle] resuming {self.run_name} after epoch {state['epoch']} from {self.state_path}",
+            file=self.log,
+        )
         return state["epoch"], list(state["rows"])
 
     def clear_state(self) -> None:
@@ -199,7 +223,11 @@ class Trainer:
         count = len(data.train_x)
         # Gather each batch from the permutation as it is needed (same batches as permuting the
         # whole set first, without a second copy of the training set every epoch).
-        order = torch.randperm(count, generator=self.order_generator).to(self.device) if config.shuffle else None
+        order = (
+            torch.randperm(count, generator=self.order_generator).to(self.device)
+            if config.shuffle
+            else None
+        )
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         model.train()
@@ -224,7 +252,11 @@ class Trainer:
 
     def _row(self, epoch: int, train_loss: float, train_accuracy: float) -> dict:
         test_loss, test_accuracy = evaluate(
-            self.model, self.data.test_x, self.data.test_y, self.config.eval_batch_size, self.config.precision
+            self.model,
+            self.data.test_x,
+            self.data.test_y,
+            self.config.eval_batch_size,
+            self.config.precision,
         )
         diverged = not (math.isfinite(train_loss) and math.isfinite(test_loss))
         row = {
@@ -247,7 +279,11 @@ class Trainer:
         if resumed is None:
             # Epoch 0: the network as given (at init, or right after embedding), on the full train set.
             train_loss, train_accuracy = evaluate(
-                self.reference_model or self.model, self.data.train_x, self.data.train_y, self.config.eval_batch_size, self.config.precision
+                self.reference_model or self.model,
+                self.data.train_x,
+                self.data.train_y,
+                self.config.eval_batch_size,
+                self.config.precision,
             )
             rows = [self._row(0, train_loss, train_accuracy)]
             if 0 in self.checkpoint_at:
