@@ -1,0 +1,126 @@
+"""The names every part of needle shares: arms, datasets, models, table columns, metrics, figures.
+
+Torch-free and dependency-free, so that the Snakemake rules, the library and the tests import the
+same lists: a new arm, column or figure is added here once and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# -- arms: one trained network per (seed, arm[, relax time]) --------------------------------------
+CNN = "cnn"  # the CNN itself, trained from init; its checkpoints are the relax times
+FCN = "fcn"  # the standard FCN: the eFCN's layer shapes, freshly initialised
+EFCN = "efcn"  # the CNN checkpoint at t_w embedded as a dense net, then trained
+ELCN = "elcn"  # the CNN checkpoint at t_w embedded as a locally connected net, then trained
+CNN_CONTINUED = "cnn_continued"  # control: the CNN checkpoint at t_w trained on as a CNN
+
+EMBEDDED_ARMS = (EFCN, ELCN)  # start from an embedding of the CNN checkpoint at t_w
+RELAX_ARMS = (EFCN, ELCN, CNN_CONTINUED)  # start from the CNN checkpoint at t_w
+DENSE_ARMS = (FCN, EFCN, ELCN)  # conv-derived layers: deviation and projection are logged
+ARMS = (CNN, FCN, *RELAX_ARMS)
+ARM_LABELS = {
+    CNN: "CNN",
+    FCN: "standard FCN",
+    EFCN: "eFCN",
+    ELCN: "eLCN",
+    CNN_CONTINUED: "CNN continued (control)",
+}
+
+
+# -- datasets and models ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetFacts:
+    label: str  # for messages and figures
+    in_channels: int
+    image_size: int  # images as shipped are image_size x image_size
+    num_classes: int
+    train_images: int
+    test_images: int
+
+
+DATASETS = {
+    "fashion-mnist": DatasetFacts("Fashion-MNIST", 1, 28, 10, 60000, 10000),
+    "cifar10": DatasetFacts("CIFAR-10", 3, 32, 10, 50000, 10000),
+    "cifar100": DatasetFacts("CIFAR-100", 3, 32, 100, 50000, 10000),
+}
+MODELS = ("skinny", "alexnet")
+PRECISIONS = ("fp32", "tf32", "bf16")
+SPLITS = ("train", "validation", "test")
+
+# -- per-run metrics table: one CSV per run, one row per epoch -----------------------------------------
+EPOCH_COLUMNS = ("epoch", "epochs_since_relax")  # total epochs since CNN init; epochs of this run
+SPLIT_METRICS = tuple(f"{split}_{what}" for split in SPLITS for what in ("loss", "accuracy"))
+DIVERGED = "diverged"  # 0, or the code of the reason (DIVERGENCE_REASONS) from that epoch on
+RUN_COLUMNS = (*EPOCH_COLUMNS, *SPLIT_METRICS, DIVERGED)
+# Dense arms add these columns (needle.deviation's probe):
+PROBE_METRICS = ("distance_from_start", "projected_test_loss", "projected_test_accuracy")
+# ... and one column "<metric>/<layer>" per conv-derived layer and for all of them pooled:
+LAYER_METRICS = (
+    "deviation",  # ||W - P(W)|| / ||W||
+    "deviation_nonlocal",  # ||W outside the locality blocks|| / ||W||
+    "deviation_nonsharing",  # ||W in the blocks - P(W)|| / ||W||
+    "displacement_offsubspace",  # ||D - P(D)|| / ||D||, D = W - W at the run's start
+)
+POOLED_LAYER = "all"
+
+DIVERGENCE_REASONS = {
+    1: "non-finite loss",
+    2: "train loss above its limit (divergence.loss_factor x its start)",
+    3: "train accuracy at chance for the run's last divergence.chance_epochs epochs",
+    4: "started from a diverged CNN checkpoint",
+}
+
+# -- tables of an experiment (results/<experiment>/*.csv) ----------------------------------------------
+RUN_KEYS = ("experiment", "seed", "arm", "relax_time")  # relax_time is empty for cnn and fcn
+TIDY_COLUMNS = (
+    "experiment",
+    "dataset",
+    "model",
+    "seed",
+    "arm",
+    "relax_time",
+    "epoch",
+    "epochs_since_relax",
+    "metric",
+    "layer",
+    "value",
+)
+LANDSCAPE_PATH_KINDS = ("embedding_to_final", "final_to_fcn", "final_to_final")
+LANDSCAPE_COLUMNS = (
+    "experiment",
+    "seed",
+    "path_kind",
+    "start_arm",
+    "start_relax_time",
+    "end_arm",
+    "end_relax_time",
+    "diverged",  # 1 when either end of the path is a diverged run
+    "alpha",
+    "split",
+    "loss",
+    "accuracy",
+)
+EMBEDDING_COLUMNS = (
+    "experiment",
+    "seed",
+    "arm",
+    "relax_time",
+    "images",
+    "max_abs_logit",
+    "max_abs_logit_difference_fp32",
+    "max_abs_logit_difference_fp64",
+    "cnn_parameters",
+    "embedded_parameters",
+)
+PARAMETER_COLUMNS = ("experiment", "dataset", "model", "width", "network", "parameters")
+NETWORKS = (CNN, ELCN, EFCN, FCN)  # rows of the parameter-count table
+
+# -- figures (results/<experiment>/figures/<name>.png) --------------------------------------------------
+FIGURES = (
+    "accuracy_vs_relax_time",
+    "learning_curves",
+    "deviation",
+    "landscape",
+    "projection_probe",
+)
