@@ -24,8 +24,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from torchvision.datasets.utils import check_integrity, extract_archive
 
 from needle.errors import NeedleError
-
-DATASETS = {"fashion-mnist", "cifar10", "cifar100"}
+from needle.names import DATASETS, DatasetFacts
 
 # Debian package `dataset-fashion-mnist` installs the four .gz files here.
 FASHION_MNIST_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -39,34 +38,34 @@ FASHION_MNIST_FILES = (
 
 
 @dataclass(frozen=True)
-class _Spec:
-    label: str  # human-readable name for messages
+class _Source:
+    """How to read a dataset and normalise its pixels (its shape facts live in needle.names)."""
+
     torchvision_class: type
-    in_channels: int
-    image_size: int
-    num_classes: int
-    mean: tuple[float, ...]
+    mean: tuple[float, ...]  # per channel, of pixels in [0, 1]
     std: tuple[float, ...]
 
 
-# Per-channel mean/std of the training images in [0, 1] (the values the authors' code uses for CIFAR).
-_SPECS = {
-    "fashion-mnist": _Spec("Fashion-MNIST", tvd.FashionMNIST, 1, 28, 10, (0.2860,), (0.3530,)),
-    "cifar10": _Spec(
-        "CIFAR-10", tvd.CIFAR10, 3, 32, 10, (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
-    ),
-    "cifar100": _Spec(
-        "CIFAR-100", tvd.CIFAR100, 3, 32, 100, (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)
-    ),
+_SOURCES = {
+    # The training images' own statistics.
+    "fashion-mnist": _Source(tvd.FashionMNIST, (0.2860,), (0.3530,)),
+    # The authors' utils.py values. For CIFAR-100 they are CIFAR-10's training statistics (to five
+    # digits), not CIFAR-100's own (about (0.507, 0.487, 0.441), (0.267, 0.256, 0.276)): kept, so
+    # that the networks see the inputs the paper's networks saw.
+    "cifar10": _Source(tvd.CIFAR10, (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)),
+    "cifar100": _Source(tvd.CIFAR100, (0.49137, 0.48235, 0.44667), (0.24706, 0.24353, 0.26157)),
 }
 
 
 @dataclass
 class Data:
-    """A whole dataset as tensors: images float32 normalised (N, C, S, S), labels int64 (N,)."""
+    """A whole dataset as tensors: images float32 normalised (N, C, S, S), labels int64 (N,).
+    Without a validation split, validation_x/validation_y are empty: (0, C, S, S) and (0,)."""
 
     train_x: torch.Tensor = field(repr=False)
     train_y: torch.Tensor = field(repr=False)
+    validation_x: torch.Tensor = field(repr=False)
+    validation_y: torch.Tensor = field(repr=False)
     test_x: torch.Tensor = field(repr=False)
     test_y: torch.Tensor = field(repr=False)
     in_channels: int
@@ -76,41 +75,42 @@ class Data:
 
     def __repr__(self) -> str:
         return (
-            f"Data({self.name}: train {tuple(self.train_x.shape)}, test {tuple(self.test_x.shape)}, "
+            f"Data({self.name}: train {tuple(self.train_x.shape)}, "
+            f"validation {tuple(self.validation_x.shape)}, test {tuple(self.test_x.shape)}, "
             f"{self.num_classes} classes, {self.train_x.device})"
         )
 
 
-def _spec(name: str) -> _Spec:
-    if name not in _SPECS:
-        raise NeedleError(f"unknown dataset {name!r}: choose one of {sorted(DATASETS)}")
-    return _SPECS[name]
+def _facts(name: str) -> DatasetFacts:
+    if name not in DATASETS:
+        raise NeedleError(f"unknown dataset {name!r}: choose one of {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
 
 
 def dataset_shape(name: str, canvas_size: int = 0) -> tuple[int, int, int]:
     """(in_channels, image_size, num_classes) of `name` as `load_dataset` returns it, without
     reading any file. `canvas_size` 0 means the images as shipped."""
-    spec = _spec(name)
-    return spec.in_channels, _image_size(spec, canvas_size), spec.num_classes
+    facts = _facts(name)
+    return facts.in_channels, _image_size(facts, canvas_size), facts.num_classes
 
 
-def _image_size(spec: _Spec, canvas_size: int) -> int:
+def _image_size(facts: DatasetFacts, canvas_size: int) -> int:
     if canvas_size == 0:
-        return spec.image_size
-    if canvas_size < spec.image_size:
+        return facts.image_size
+    if canvas_size < facts.image_size:
         raise NeedleError(
-            f"canvas_size {canvas_size} is smaller than the {spec.label} images "
-            f"({spec.image_size}x{spec.image_size}): use 0 (as shipped) or >= {spec.image_size}"
+            f"canvas_size {canvas_size} is smaller than the {facts.label} images "
+            f"({facts.image_size}x{facts.image_size}): use 0 (as shipped) or >= {facts.image_size}"
         )
     return canvas_size
 
 
 def dataset_folder(name: str, data_dir: str | os.PathLike) -> Path:
     """The folder under `data_dir` that holds the files `load_dataset` reads."""
-    spec = _spec(name)
+    _facts(name)
     if name == "fashion-mnist":
         return Path(data_dir) / "FashionMNIST" / "raw"
-    return Path(data_dir) / spec.torchvision_class.base_folder
+    return Path(data_dir) / _SOURCES[name].torchvision_class.base_folder
 
 
 def dataset_files(name: str, data_dir: str | os.PathLike) -> list[Path]:
@@ -118,7 +118,7 @@ def dataset_files(name: str, data_dir: str | os.PathLike) -> list[Path]:
     folder = dataset_folder(name, data_dir)
     if name == "fashion-mnist":
         return [folder / f for f in FASHION_MNIST_FILES]
-    cls = _spec(name).torchvision_class
+    cls = _SOURCES[name].torchvision_class
     return [folder / f for f, _ in cls.train_list + cls.test_list] + [folder / cls.meta["filename"]]
 
 
@@ -134,7 +134,7 @@ def prepare_dataset(name: str, data_dir: str | os.PathLike) -> None:
     the target folder, else downloaded by torchvision. CIFAR: torchvision download (or a tarball
     already in `data_dir`) with torchvision's md5 checks. Raises NeedleError when offline and absent.
     """
-    _spec(name)
+    _facts(name)
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     if name == "fashion-mnist":
@@ -224,8 +224,7 @@ def _check_fashion_files(folder: Path) -> None:
 
 
 def _prepare_cifar(name: str, data_dir: Path) -> None:
-    spec = _spec(name)
-    cls = spec.torchvision_class
+    label, cls = _facts(name).label, _SOURCES[name].torchvision_class
     target = dataset_folder(name, data_dir)
     # The same md5 check torchvision runs before loading (plus the metadata file).
     expected = cls.train_list + cls.test_list + [[cls.meta["filename"], cls.meta["md5"]]]
@@ -245,7 +244,7 @@ def _prepare_cifar(name: str, data_dir: Path) -> None:
             cls(tmp, train=True, download=True)
         except Exception as error:
             raise NeedleError(
-                f"{spec.label} not found in {target} and download failed ({_one_line(error)}): "
+                f"{label} not found in {target} and download failed ({_one_line(error)}): "
                 f"put {cls.filename} (from {cls.url}) into {data_dir}"
             ) from error
         os.replace(Path(tmp) / cls.filename, tarball)
@@ -263,6 +262,7 @@ def load_dataset(
     data_dir: str | os.PathLike,
     *,
     train_size: int | None = None,
+    validation_size: int = 0,
     test_size: int | None = None,
     canvas_size: int = 0,
     seed: int = 0,
@@ -270,59 +270,126 @@ def load_dataset(
 ) -> Data:
     """Load a prepared dataset as normalised float32 tensors on `device`.
 
-    train_size: None = all training images, else a class-balanced subset (equal counts per class as
-        far as possible) drawn with `seed`, in dataset order; a smaller subset is contained in a
-        larger one with the same seed.
+    validation_size: a class-balanced subset of the training split held out for selection, the
+        same images for every seed (0 = none: empty validation tensors).
+    train_size: None = every training image not held out for validation, else a class-balanced
+        subset of those drawn with `seed`, in dataset order; with the same seed and validation
+        split, a smaller subset is contained in a larger one.
     test_size: None = the full test set, else a class-balanced subset that does NOT depend on
         `seed`, so every seed is evaluated on the same test images.
     canvas_size: 0 = images as shipped; else each image is pasted at a random position of a black
-        canvas_size x canvas_size canvas. Positions depend only on `seed` and the image's index in
-        the full split (train and test use separate random streams), not on the subset sizes.
+        canvas_size x canvas_size canvas. Positions are drawn for every image of the full split
+        (so a subset does not shift them); training positions depend on `seed`, validation and
+        test positions do not.
     """
-    spec = _spec(name)
-    size = _image_size(spec, canvas_size)
-    train_u8, train_y = _read_split(name, data_dir, train=True)
-    test_u8, test_y = _read_split(name, data_dir, train=False)
+    facts = _facts(name)
+    size = _image_size(facts, canvas_size)
+    train_u8, train_labels = _read_split(name, data_dir, train=True)
+    test_u8, test_labels = _read_split(name, data_dir, train=False)
+    _check_subset_sizes(
+        facts, len(train_labels), len(test_labels), train_size, validation_size, test_size
+    )
 
-    train_index = _balanced_subset(
-        train_y, spec.num_classes, train_size, _generator(seed, "train-subset"), "train_size", spec
+    validation_index = _balanced_subset(
+        train_labels, facts.num_classes, validation_size, _fixed_generator("validation-subset")
     )
+    rest = _complement(validation_index, len(train_labels))
+    train_index = rest[
+        _balanced_subset(
+            train_labels[rest], facts.num_classes, train_size, _generator(seed, "train-subset")
+        )
+    ]
     test_index = _balanced_subset(
-        test_y, spec.num_classes, test_size, _generator(0, "test-subset"), "test_size", spec
+        test_labels, facts.num_classes, test_size, _fixed_generator("test-subset")
     )
-    train_x, train_y = _finish(
-        spec, train_u8, train_y, train_index, size, _generator(seed, "train-canvas"), device
+
+    source = _SOURCES[name]
+    train = _finish(source, train_u8, train_labels, train_index, size, seed, "train", device)
+    validation = _finish(
+        source, train_u8, train_labels, validation_index, size, None, "validation", device
     )
-    test_x, test_y = _finish(
-        spec, test_u8, test_y, test_index, size, _generator(seed, "test-canvas"), device
+    test = _finish(source, test_u8, test_labels, test_index, size, None, "test", device)
+    return Data(
+        *train,
+        *validation,
+        *test,
+        in_channels=facts.in_channels,
+        image_size=size,
+        num_classes=facts.num_classes,
+        name=name,
     )
-    return Data(train_x, train_y, test_x, test_y, spec.in_channels, size, spec.num_classes, name)
+
+
+def _check_subset_sizes(
+    facts: DatasetFacts,
+    train_images: int,
+    test_images: int,
+    train_size: int | None,
+    validation_size: int,
+    test_size: int | None,
+) -> None:
+    """One line naming the key(s) at fault when a split cannot supply the subsets asked for."""
+    for key, value, smallest in (
+        ("train_size", train_size, 1),
+        ("validation_size", validation_size, 0),
+        ("test_size", test_size, 1),
+    ):
+        unset_allowed = key != "validation_size"
+        if (value is not None or not unset_allowed) and (
+            type(value) is not int or value < smallest
+        ):
+            raise NeedleError(
+                f"{key} {value!r} is not possible: use an integer >= {smallest}"
+                + (f" or leave {key} unset for all images" if unset_allowed else "")
+            )
+    if test_size is not None and test_size > test_images:
+        raise NeedleError(
+            f"test_size {test_size} is not possible: the {facts.label} test split has "
+            f"{test_images} images; use 1..{test_images} or leave test_size unset for all"
+        )
+    if train_size is None and validation_size >= train_images:
+        raise NeedleError(
+            f"validation_size {validation_size} is not possible: the {facts.label} training split "
+            f"has {train_images} images and some must remain for training; use "
+            f"validation_size <= {train_images - 1}"
+        )
+    if train_size is not None and train_size + validation_size > train_images:
+        if validation_size == 0:
+            raise NeedleError(
+                f"train_size {train_size} is not possible: the {facts.label} training split has "
+                f"{train_images} images; use 1..{train_images} or leave train_size unset for all"
+            )
+        raise NeedleError(
+            f"train_size {train_size} + validation_size {validation_size} is more than the "
+            f"{train_images} images of the {facts.label} training split (both subsets come from "
+            "it): lower train_size or validation_size"
+        )
 
 
 def _read_split(name: str, data_dir, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, C, H, W) and int64 labels (N,) of one split, read by torchvision."""
-    spec = _spec(name)
+    facts = _facts(name)
     folder = dataset_folder(name, data_dir)
     if not all(path.is_file() for path in dataset_files(name, data_dir)):
         raise NeedleError(
-            f"{spec.label} is not prepared in {folder}: run prepare_dataset({name!r}, "
+            f"{facts.label} is not prepared in {folder}: run prepare_dataset({name!r}, "
             f"{str(data_dir)!r}) (the workflow's data rule) first"
         )
     try:
-        dataset = spec.torchvision_class(str(data_dir), train=train, download=False)
+        dataset = _SOURCES[name].torchvision_class(str(data_dir), train=train, download=False)
         images = torch.as_tensor(dataset.data)  # Fashion-MNIST: (N, H, W); CIFAR: (N, H, W, C)
         images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
         labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
-        expected = (spec.in_channels, spec.image_size, spec.image_size)
+        expected = (facts.in_channels, facts.image_size, facts.image_size)
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != expected:
             raise ValueError(f"images {images.dtype} {tuple(images.shape)}, expected {expected}")
         if len(labels) != len(images) or len(labels) == 0:
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if labels.min() < 0 or labels.max() >= spec.num_classes:
-            raise ValueError(f"labels outside 0..{spec.num_classes - 1}")
+        if labels.min() < 0 or labels.max() >= facts.num_classes:
+            raise ValueError(f"labels outside 0..{facts.num_classes - 1}")
     except Exception as error:
         raise NeedleError(
-            f"{spec.label} files in {folder} are corrupt or unreadable ({_one_line(error)}): "
+            f"{facts.label} files in {folder} are corrupt or unreadable ({_one_line(error)}): "
             f"delete {folder} so that it is prepared again"
         ) from error
     return images.contiguous(), labels
@@ -334,23 +401,24 @@ def _generator(seed: int, stream: str) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
+def _fixed_generator(stream: str) -> torch.Generator:
+    """A stream that is the same whatever the run's seed (validation and test images and their
+    placement). It is seed 0's stream of that name, so seed 0 draws what it always drew."""
+    return _generator(0, stream)
+
+
 def _balanced_subset(
-    labels: torch.Tensor, num_classes: int, size: int | None, generator, key: str, spec: _Spec
-) -> torch.Tensor | None:
-    """Indices (ascending) of a class-balanced random subset of `size` items; None = everything.
+    labels: torch.Tensor, num_classes: int, size: int | None, generator: torch.Generator
+) -> torch.Tensor:
+    """Indices (ascending) of a class-balanced random subset of `size` items (None = all of them).
 
     Items are ranked within their class in a random order; taking the lowest ranks first (ties
     between classes broken by a random class order) gives equal counts per class, and classes that
-    run out simply stop contributing.
+    run out simply stop contributing. The caller has checked that `size` items exist.
     """
     n = len(labels)
     if size is None:
-        return None
-    if size <= 0 or size > n:
-        raise NeedleError(
-            f"{key} {size} is not possible: the {spec.label} split has {n} images; "
-            f"use 1..{n} or leave {key} unset for all"
-        )
+        return torch.arange(n)
     order = torch.randperm(n, generator=generator)
     class_priority = torch.randperm(num_classes, generator=generator)
     shuffled = labels[order]
@@ -364,22 +432,33 @@ def _balanced_subset(
     return torch.sort(chosen).values
 
 
-def _finish(spec, images_u8, labels, index, size, canvas_generator, device):
-    """Subset, place on the canvas and normalise; returns (float32 images, int64 labels)."""
+def _complement(index: torch.Tensor, n: int) -> torch.Tensor:
+    """The indices 0..n-1 (ascending) that are not in `index`."""
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[index] = False
+    return torch.nonzero(keep).flatten()
+
+
+def _finish(source, images_u8, labels, index, size, seed, split, device):
+    """Take the images `index` (ascending) of a split, place them on the canvas and normalise:
+    (float32 images, int64 labels). `seed` None = placement from the split's fixed stream, the
+    same for every seed."""
     positions = None
-    if size != spec.image_size:
-        # Draw a position for every image of the full split so a subset does not shift them.
-        offset_range = size - spec.image_size + 1
-        positions = torch.randint(0, offset_range, (len(images_u8), 2), generator=canvas_generator)
-    if index is not None:
+    if size != images_u8.shape[-1]:
+        # A position for every image of the full split, so that a subset does not shift them.
+        stream = f"{split}-canvas"
+        generator = _fixed_generator(stream) if seed is None else _generator(seed, stream)
+        offset_range = size - images_u8.shape[-1] + 1
+        positions = torch.randint(0, offset_range, (len(images_u8), 2), generator=generator)
+        positions = positions[index]
+    if len(index) < len(images_u8):  # ascending and distinct: shorter means a proper subset
         images_u8, labels = images_u8[index], labels[index]
-        positions = positions[index] if positions is not None else None
     # Move uint8 (4x fewer bytes) and do the float work on the device.
     images_u8, labels = images_u8.to(device), labels.to(device)
     if positions is not None:
         images_u8 = place_on_canvas(images_u8, positions.to(device), size)
-    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+    mean = torch.tensor(source.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(source.std, device=device).view(1, -1, 1, 1)
     images = images_u8.to(torch.float32).div_(255).sub_(mean).div_(std)
     return images, labels
 
