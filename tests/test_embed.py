@@ -20,6 +20,8 @@ from needle.embed import (
 )
 from needle.errors import NeedleError
 from needle.models import alexnet_cifar, build_cnn, skinny_cnn
+from needle.names import FCN_FAN_INS
+from needle.schema import experiment_enum
 
 
 def max_abs(a, b):
@@ -206,6 +208,36 @@ def test_standard_fcn_has_efcn_shapes_and_pytorch_default_init():
         assert abs(weight.std().item() - bound / math.sqrt(3)) < 0.02 * bound
         assert (weight != 0).float().mean() > 0.999  # dense, not on the CNN subspace
     assert not torch.equal(fcn.fc.weight, cnn.fc.weight)  # head freshly initialised too
+
+
+# The authors' SkinnyCNNPrime_FC on CIFAR builds its dense layers on the zero-padded inputs
+# 3x36x36, 64x12x12 and 64x5x5: nn.Linear(3888 | 9216 | 1600, ...). The real inputs are 3x32x32,
+# 64x8x8 and 64x3x3: 3072, 4096 and 576 pixels.
+@pytest.mark.parametrize(
+    "fan_in, fan_ins",
+    [("padded", (3888, 9216, 1600)), ("real", (3072, 4096, 576))],
+)
+def test_standard_fcn_init_bounds_follow_the_chosen_fan_in(fan_in, fan_ins):
+    torch.manual_seed(0)
+    fcn = standard_fcn(skinny_cnn(3, 32, 10, 64), fan_in=fan_in)
+    for name, fan in zip(("conv1", "conv2", "conv3"), fan_ins):
+        layer = fcn.get_submodule(name)
+        bound = fan**-0.5  # nn.Linear: weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        for tensor, slack in ((layer.weight, 1e-3), (layer.bias, 5e-2)):
+            largest = tensor.detach().abs().max().item()
+            assert (1 - slack) * bound < largest <= (1 + 1e-6) * bound, (name, tensor.shape)
+    if fan_in == "padded":
+        assert [fcn.get_submodule(n).padded_fan_in() for n in ("conv1", "conv2", "conv3")] == [
+            3888,
+            9216,
+            1600,
+        ]
+
+
+def test_standard_fcn_fan_in_options_are_the_schemas_and_others_are_refused():
+    assert tuple(experiment_enum("fcn_init_fan_in")) == FCN_FAN_INS
+    with pytest.raises(NeedleError, match=r"fan_in 'same' is not one of real, padded"):
+        standard_fcn(skinny_cnn(1, 28, 10, 4), fan_in="same")
 
 
 def test_gradients_reach_every_dense_weight_including_off_block_zeros():

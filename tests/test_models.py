@@ -6,6 +6,7 @@ import torch.nn as nn
 
 from needle.errors import NeedleError
 from needle.models import alexnet_cifar, build_cnn, skinny_cnn, trace_shapes
+from needle.names import MODELS
 
 
 def n_params(net):
@@ -107,8 +108,13 @@ def test_flatten_size_is_derived_so_forward_works_for_any_image_size(
     assert net.input_shape == (in_channels, image_size, image_size)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_every_named_model_builds_for_cifar(model):
+    assert build_cnn(model, 3, 32, 10, 8)(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
 def test_build_cnn_rejects_unknown_model_and_too_small_images():
-    with pytest.raises(NeedleError, match="unknown model"):
+    with pytest.raises(NeedleError, match="unknown model 'resnet'; choose one of skinny, alexnet"):
         build_cnn("resnet", 3, 32, 10, 64)
     with pytest.raises(NeedleError, match="image_size"):
         skinny_cnn(3, 8, 10)

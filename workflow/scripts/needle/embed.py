@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from needle.errors import NeedleError
 from needle.models import conv_output_size, trace_shapes
+from needle.names import FCN_FAN_INS
 
 
 def _pair(value) -> tuple[int, int]:
@@ -144,8 +145,9 @@ class Dense2d(_ConvGeometry):
     The conv geometry (kernel_size, stride, padding) says where the CNN subspace lies; the layer
     itself is dense.
 
-    `initialize=True` gives nn.Linear's default init (fan_in = C*H*W); `initialize=False` gives
-    zeros (what the embedding fills in, and enough for loading a state_dict).
+    `initialize=True` gives nn.Linear's default init (fan_in = C*H*W, the real input pixels);
+    `initialize=False` gives zeros (what the embedding fills in, and enough for loading a
+    state_dict). `reset_parameters(fan_in)` initialises with another fan-in.
 
     `sgd_step_in_backward = lr` (set by `needle.training` around its training steps only) makes
     a training-mode forward with autograd on apply its own plain-SGD step during backward."""
@@ -172,12 +174,24 @@ class Dense2d(_ConvGeometry):
         if initialize:
             self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Exactly nn.Linear.reset_parameters (kaiming_uniform a=sqrt(5), bias U(+-1/sqrt(fan_in)))."""
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.weight.shape[1])
-            nn.init.uniform_(self.bias, -bound, bound)
+    def reset_parameters(self, fan_in: int | None = None) -> None:
+        """nn.Linear.reset_parameters with `fan_in` (default: the weight's columns, C*H*W):
+        weight and bias U(+-1/sqrt(fan_in)), the weight's bound computed as kaiming_uniform_
+        (a=sqrt(5)) computes it, so the default draws exactly what nn.Linear draws."""
+        fan_in = self.weight.shape[1] if fan_in is None else fan_in
+        gain = nn.init.calculate_gain("leaky_relu", math.sqrt(5))
+        with torch.no_grad():
+            bound = math.sqrt(3.0) * (gain / math.sqrt(fan_in))  # kaiming_uniform_'s rounding
+            self.weight.uniform_(-bound, bound)
+            if self.bias is not None:
+                bound = 1 / math.sqrt(fan_in)
+                self.bias.uniform_(-bound, bound)
+
+    def padded_fan_in(self) -> int:
+        """C*(H+2p_h)*(W+2p_w): the fan-in of a dense layer on the zero-padded input, as the
+        authors' SkinnyCNNPrime_FC builds it (nn.Linear(3888, ...) for CIFAR's conv1)."""
+        (c, h, w), (ph, pw) = self.in_shape, self.padding
+        return c * (h + 2 * ph) * (w + 2 * pw)
 
     def weight_grid(self, weight: torch.Tensor | None = None) -> torch.Tensor:
         """The weight as a (H', W', C', H, W, C) view: entry [i, j, o, y, x, c] connects input
@@ -474,15 +488,25 @@ def _fresh_copy(layer: nn.Module) -> nn.Module:
     return layer
 
 
-def standard_fcn(cnn: nn.Sequential, input_shape=None) -> nn.Sequential:
-    """A standard FCN with exactly the eFCN's layer shapes (same pooling and head), all weights
-    freshly initialised with PyTorch's default (nn.Linear init, fan_in = C*H*W for Dense2d)."""
-    return _replace_convs(
-        cnn,
-        input_shape,
-        lambda conv, in_shape: Dense2d(**_geometry_args(conv, in_shape), initialize=True),
-        _fresh_copy,
-    )
+def standard_fcn(cnn: nn.Sequential, input_shape=None, fan_in: str = "real") -> nn.Sequential:
+    """A standard FCN with exactly the eFCN's layer shapes (same pooling and head), every weight
+    freshly initialised with PyTorch's default (nn.Linear's init for the Dense2d layers).
+
+    `fan_in` of the Dense2d init: "real" = C*H*W, the real input pixels (nn.Linear on the folded
+    shapes); "padded" = C*(H+2p_h)*(W+2p_w), the zero-padded input the authors' dense layers are
+    built on, which gives smaller bounds (1/sqrt(3888) instead of 1/sqrt(3072) for CIFAR conv1)."""
+    if fan_in not in FCN_FAN_INS:
+        raise NeedleError(
+            f"fan_in {fan_in!r} is not one of {', '.join(FCN_FAN_INS)}: real = the input pixels, "
+            "padded = the zero-padded input (the authors' FCN)"
+        )
+
+    def fresh_dense(conv: nn.Conv2d, in_shape) -> Dense2d:
+        dense = Dense2d(**_geometry_args(conv, in_shape), initialize=False)
+        dense.reset_parameters(dense.padded_fan_in() if fan_in == "padded" else None)
+        return dense
+
+    return _replace_convs(cnn, input_shape, fresh_dense, _fresh_copy)
 
 
 def parameter_counts(cnn: nn.Sequential, input_shape=None) -> dict[str, int]:

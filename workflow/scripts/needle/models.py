@@ -14,8 +14,7 @@ import torch
 import torch.nn as nn
 
 from needle.errors import NeedleError
-
-MODELS = ("skinny", "alexnet")
+from needle.names import MODELS
 
 
 def _pair(value) -> tuple[int, int]:

@@ -124,3 +124,7 @@ FIGURES = (
     "landscape",
     "projection_probe",
 )
+
+
+# -- core: the standard FCN's init (needle.embed.standard_fcn, config key fcn_init_fan_in) ----------
+FCN_FAN_INS = ("real", "padded")  # fan-in of its Dense2d init: input pixels, or zero-padded input
