@@ -2,12 +2,14 @@
 
 import itertools
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
 
-from needle.deviation import layer_deviations, project_to_cnn
+from needle import deviation
+from needle.deviation import DenseProbe, displacement_offsubspace, layer_deviations, project_to_cnn
 from needle.embed import Dense2d, LocallyConnected2d, standard_fcn, to_efcn, to_elcn
 from needle.errors import NeedleError
 from needle.models import skinny_cnn
@@ -223,3 +225,155 @@ def test_projection_follows_the_networks_dtype():
     efcn = to_efcn(skinny_cnn(1, 28, 10, 8).double())
     assert project_to_cnn(efcn, skinny_cnn(1, 28, 10, 8)).conv1.weight.dtype == torch.float64
     assert isinstance(to_elcn(skinny_cnn(1, 28, 10, 8)).conv1, LocallyConnected2d)
+
+
+# ---------------------------------------------------------------- chunking
+
+
+def test_many_chunks_give_the_one_chunk_results_on_trained_weights(monkeypatch):
+    """Dense weights are processed in blocks of output channels; a budget of one element forces
+    one channel per block. Deviation, displacement and projection must not depend on it."""
+    cnn = skinny_cnn(1, 28, 10, 8).double()
+    efcn = to_efcn(cnn)
+    start = {name: p.detach().clone() for name, p in efcn.named_parameters()}
+    perturb(efcn, scale=0.01)  # off the subspace, every entry non-zero
+    one_chunk = (
+        layer_deviations(efcn),
+        displacement_offsubspace(efcn, start),
+        project_to_cnn(efcn, cnn).state_dict(),
+    )
+    monkeypatch.setattr(deviation, "_CHUNK_ELEMENTS", {"cpu": 1, "cuda": 1})
+    chunks = list(deviation._channel_chunks(efcn.conv1, efcn.conv1.weight.detach()))
+    assert len(chunks) == 8  # really one channel per block now
+    deviations, displacement, projected = (
+        layer_deviations(efcn),
+        displacement_offsubspace(efcn, start),
+        project_to_cnn(efcn, cnn).state_dict(),
+    )
+    for layer, parts in one_chunk[0].items():
+        assert parts["deviation"] > 0.1
+        for key, value in parts.items():
+            assert deviations[layer][key] == pytest.approx(value, rel=1e-12), (layer, key)
+    for layer, share in one_chunk[1].items():
+        assert share > 0.1 and displacement[layer] == pytest.approx(share, rel=1e-12), layer
+    for key, value in one_chunk[2].items():
+        torch.testing.assert_close(projected[key], value, rtol=0, atol=1e-15)
+
+
+# ---------------------------------------------------------------- displacement off the subspace
+
+
+def test_displacement_share_is_zero_at_the_start():
+    efcn = to_efcn(skinny_cnn(1, 28, 10, 8))
+    start = {name: p.detach().clone() for name, p in efcn.named_parameters()}
+    assert displacement_offsubspace(efcn, start) == {
+        "conv1": 0.0,
+        "conv2": 0.0,
+        "conv3": 0.0,
+        "all": 0.0,
+    }
+
+
+def test_displacement_share_of_isotropic_noise_is_the_off_subspace_dimension_share():
+    """For Gaussian noise D on N dense entries, ||D - P(D)||^2 / ||D||^2 is about (N - d) / N,
+    d = the subspace's dimension (one dimension per tied class o, c, ki, kj): nearly 1."""
+    torch.manual_seed(0)
+    efcn = to_efcn(skinny_cnn(1, 28, 10, 8)).double()
+    start = {name: p.detach().clone() for name, p in efcn.named_parameters()}
+    perturb(efcn, scale=0.01)
+    share = displacement_offsubspace(efcn, start)
+    # Fashion-MNIST Skinny width 8: (rows, columns) of the dense weights; d = 8 * C_in * kh * kw
+    sizes = {"conv1": (8 * 15 * 15, 784, 8 * 16), "conv2": (8 * 7 * 7, 8 * 7 * 7, 8 * 8 * 25)}
+    sizes["conv3"] = (8 * 3 * 3, 8 * 3 * 3, 8 * 8 * 9)
+    for layer, (rows, columns, dimension) in sizes.items():
+        expected = math.sqrt(1 - dimension / (rows * columns))
+        assert share[layer] == pytest.approx(expected, abs=0.01), layer
+    assert share["conv1"] > 0.999 and share["all"] > 0.99
+
+
+@pytest.mark.parametrize("embed", [to_efcn, to_elcn], ids=["efcn", "elcn"])
+def test_displacement_share_is_zero_for_a_move_a_cnn_could_make(embed):
+    cnn = skinny_cnn(1, 28, 10, 8).double()
+    start_net = embed(cnn)
+    start = {name: p.detach().clone() for name, p in start_net.named_parameters()}
+    moved = embed(perturb(cnn, scale=0.1))  # another CNN, embedded: D lies in the subspace
+    share = displacement_offsubspace(moved, start)
+    assert share == {"conv1": 0.0, "conv2": 0.0, "conv3": 0.0, "all": 0.0}
+    assert layer_deviations(moved)["all"]["deviation"] == 0.0
+
+
+@pytest.mark.parametrize("k, s, p", GEOMETRIES)
+@pytest.mark.parametrize("embed", [to_efcn, to_elcn], ids=["efcn", "elcn"])
+def test_displacement_share_equals_the_brute_force_projection_of_the_displacement(embed, k, s, p):
+    net = embed(make_small_cnn(k, s, p))
+    start = {name: p.detach().clone() for name, p in net.named_parameters()}
+    perturb(net, scale=0.05)
+    share = displacement_offsubspace(net, start)
+    for name in ("conv1", "conv2"):
+        layer = net.get_submodule(name)
+        ids = tied_class_ids(layer)
+        moved = layer.weight.detach() - start[f"{name}.weight"]
+        if isinstance(layer, LocallyConnected2d):  # weights that only see padding do not count
+            moved = torch.where(ids >= 0, moved, torch.zeros_like(moved))
+        off = moved - reference_projection(moved, ids)
+        assert share[name] == pytest.approx((off.norm() / moved.norm()).item(), rel=1e-9), name
+
+
+def test_displacement_needs_the_same_networks_start_weights():
+    efcn = to_efcn(skinny_cnn(1, 28, 10, 8))
+    with pytest.raises(NeedleError, match=r"no conv2\.weight of shape \(392, 392\)"):
+        displacement_offsubspace(efcn, {"conv1.weight": efcn.conv1.weight})
+
+
+# ---------------------------------------------------------------- the probe of a dense run
+
+
+def probe_setting(images):
+    """A tiny float64 Skinny CNN and a stand-in for needle.data.Data (the probe reads test_x/y)."""
+    torch.manual_seed(0)
+    cnn = skinny_cnn(1, 28, 10, 4).double()
+    data = SimpleNamespace(
+        test_x=torch.randn(images, 1, 28, 28, dtype=torch.float64), test_y=torch.arange(images) % 10
+    )
+    return cnn, data
+
+
+def test_dense_probe_row_has_the_contract_columns_in_order():
+    cnn, data = probe_setting(6)
+    row = DenseProbe(to_efcn(cnn), cnn, data, eval_batch_size=4, precision="fp32")(to_efcn(cnn))
+    layers = ("conv1", "conv2", "conv3", "all")
+    assert list(row) == [
+        "distance_from_start",
+        "projected_test_loss",
+        "projected_test_accuracy",
+        *(f"deviation/{layer}" for layer in layers),
+        *(f"deviation_nonlocal/{layer}" for layer in layers),
+        *(f"deviation_nonsharing/{layer}" for layer in layers),
+        *(f"displacement_offsubspace/{layer}" for layer in layers),
+    ]
+
+
+def test_dense_probe_measures_the_move_since_the_runs_start():
+    cnn, data = probe_setting(10)
+    efcn = to_efcn(cnn)
+    probe = DenseProbe(efcn, cnn, data, eval_batch_size=3, precision="fp32")
+    at_start = probe(efcn)
+    assert at_start["distance_from_start"] == 0.0
+    assert all(at_start[key] == 0.0 for key in at_start if "/" in key)
+    # P(eFCN) is the CNN itself: its test accuracy is the CNN's (10 images: a multiple of 0.1)
+    with torch.no_grad():
+        cnn_correct = (cnn.eval()(data.test_x).argmax(1) == data.test_y).sum().item()
+    assert at_start["projected_test_accuracy"] == cnn_correct / 10
+
+    start = [p.detach().clone() for p in efcn.parameters()]
+    perturb(efcn, scale=0.05)
+    moved = probe(efcn)
+    travelled = math.sqrt(
+        sum((p - q).square().sum().item() for p, q in zip(efcn.parameters(), start))
+    )
+    size = math.sqrt(sum(q.square().sum().item() for q in start))
+    assert moved["distance_from_start"] == pytest.approx(travelled / size, rel=1e-9)
+    assert moved["deviation/all"] == pytest.approx(
+        layer_deviations(efcn)["all"]["deviation"], rel=1e-12
+    )
+    assert 0.9 < moved["displacement_offsubspace/all"] < 1.0

@@ -17,9 +17,19 @@ weight matrix enters the deviation; the bias is projected too (mean over positio
 over the weights that see real pixels: weights that only ever multiply padding cannot affect the
 function and have no counterpart in the (folded) eFCN.
 
+The same measure applied to the displacement D = W - W_start since a run's start gives
+
+    displacement_offsubspace = ||D - P(D)|| / ||D||   (0 when D = 0)
+
+the share of the movement that leaves the subspace. The deviation grows with the distance
+travelled whatever the direction (isotropic noise of 0.01 per entry already gives ~0.6 on an
+eFCN); this share says which way the net moved: about 1 for isotropic noise, 0 for a move that
+a CNN could have made.
+
 Everything is vectorised through `needle.embed.tied_views` (one strided view per kernel offset),
 and large dense weights are processed in chunks of output channels so that the temporary copy
-needed for the off-block norm stays small.
+needed for the off-block norm (and for D) stays small. `DenseProbe` gathers all of it, with the
+distance travelled and the accuracy of the projected CNN, into the columns a dense run logs.
 """
 
 from __future__ import annotations
@@ -28,13 +38,16 @@ import contextlib
 import copy
 import functools
 import math
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
 
 from needle.embed import Dense2d, LocallyConnected2d, dense_channel_grid, tied_views
 from needle.errors import NeedleError
+from needle.evaluation import evaluate
 from needle.models import trace_shapes
+from needle.names import LAYER_METRICS, POOLED_LAYER, PROBE_METRICS
 
 # Dense weights are processed in blocks of whole output channels of about this many elements, so
 # the temporary copy stays small (64-128 MB) while Python-level steps and kernel launches stay few.
@@ -45,8 +58,7 @@ _CHUNK_ELEMENTS = {"cpu": 1 << 24, "cuda": 1 << 25}
 def _one_cpu_thread(device: torch.device):
     """Run the probe's many small strided ops on one CPU thread. They are memory-bound and tiny, so
     a second thread gains little, and on a loaded machine every parallel region waits for a
-    descheduled worker (measured on 2 shared cores: layer_deviations 1.1 s with 2 threads, 0.04 s
-    with 1, for the 8.2M-weight Fashion-MNIST Skinny ch=32 eFCN)."""
+    descheduled worker: with several threads on shared cores the probe ran many times slower."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         yield
@@ -99,25 +111,36 @@ def _channel_chunks(layer: nn.Module, weight: torch.Tensor):
 
 
 @torch.no_grad()
-def _squared_parts(layer: nn.Module) -> tuple[float, float, float]:
-    """(||W||^2, ||W off-block||^2, ||W in-block - P(W)||^2) of one Dense2d / LocallyConnected2d.
-    For LocallyConnected2d, ||W||^2 counts only weights that see real pixels and off-block is 0."""
-    weight = layer.weight.detach().contiguous()
+def _squared_parts(
+    layer: nn.Module, weight: torch.Tensor, start: torch.Tensor | None = None
+) -> tuple[float, float, float]:
+    """(||T||^2, ||T off-block||^2, ||T in-block - P(T)||^2) for T = weight - start (T = weight
+    when start is None), both shaped like the weight of `layer`, a Dense2d / LocallyConnected2d.
+    For LocallyConnected2d, ||T||^2 counts only weights that see real pixels and off-block is 0.
+    A dense T is formed one block of output channels at a time, never whole."""
+    weight = weight.detach().contiguous()
     dense = isinstance(layer, Dense2d)
+    if start is not None and not dense:
+        weight, start = weight - start.detach(), None  # a locally connected weight is small
+    start_chunks = (
+        _channel_chunks(layer, start.detach().contiguous()) if start is not None else None
+    )
     total, nonlocal_, nonsharing = (
         torch.zeros((), dtype=torch.float64, device=weight.device) for _ in range(3)
     )
     buffer = None
-    for start, stop, chunk in _channel_chunks(layer, weight):
+    for first, stop, chunk in _channel_chunks(layer, weight):
         if dense:
-            # Off-block norm computed exactly (no cancellation from ||W||^2 - ||in-block||^2):
+            # Off-block norm computed exactly (no cancellation from ||T||^2 - ||in-block||^2):
             # copy the block into a reused buffer, zero its in-block entries, take the norm.
             buffer = (
                 torch.empty_like(chunk, memory_format=torch.contiguous_format)
                 if buffer is None
                 else buffer
             )
-            chunk = buffer[:, :, : stop - start].copy_(chunk)
+            chunk = buffer[:, :, : stop - first].copy_(chunk)
+            if start_chunks is not None:
+                chunk.sub_(next(start_chunks)[2])
             total += _squared_norm(chunk)
         for _, _, view in tied_views(layer, chunk):
             tied = view.clone()  # one gather of the strided entries
@@ -142,25 +165,58 @@ def _ratios(total: float, nonlocal_: float, nonsharing: float) -> dict[str, floa
     }
 
 
+def _conv_derived_layers(net: nn.Module, caller: str) -> Iterator[tuple[str, nn.Module]]:
+    layers = [
+        (name, layer)
+        for name, layer in net.named_children()
+        if isinstance(layer, (Dense2d, LocallyConnected2d))
+    ]
+    if not layers:
+        raise NeedleError(
+            f"{caller}: the network has no Dense2d or LocallyConnected2d layer; "
+            "pass an eFCN/eLCN (or standard FCN) built by needle.embed"
+        )
+    return iter(layers)
+
+
+def _pooled_ratios(parts_by_layer: Iterable[tuple[str, tuple[float, float, float]]]) -> dict:
+    """{layer: ratios} plus POOLED_LAYER: the squared norms summed over layers, then the ratios."""
+    result, pooled = {}, [0.0, 0.0, 0.0]
+    for name, parts in parts_by_layer:
+        result[name] = _ratios(*parts)
+        pooled = [a + b for a, b in zip(pooled, parts)]
+    result[POOLED_LAYER] = _ratios(*pooled)
+    return result
+
+
 @_single_threaded
 def layer_deviations(net: nn.Module) -> dict[str, dict[str, float]]:
     """Relative distance of each Dense2d / LocallyConnected2d child of `net` from the CNN
     subspace: {layer name: {"deviation", "deviation_nonlocal", "deviation_nonsharing"}}, plus
     "all" with the norms pooled over those layers (sqrt of summed squares over sqrt of summed
     ||W||^2). Exactly 0 right after embedding; about 1 for a standard FCN."""
-    result, pooled = {}, [0.0, 0.0, 0.0]
-    for name, layer in net.named_children():
-        if isinstance(layer, (Dense2d, LocallyConnected2d)):
-            parts = _squared_parts(layer)
-            result[name] = _ratios(*parts)
-            pooled = [a + b for a, b in zip(pooled, parts)]
-    if not result:
-        raise NeedleError(
-            "layer_deviations: the network has no Dense2d or LocallyConnected2d layer; "
-            "pass an eFCN/eLCN built by needle.embed"
-        )
-    result["all"] = _ratios(*pooled)
-    return result
+    return _pooled_ratios(
+        (name, _squared_parts(layer, layer.weight))
+        for name, layer in _conv_derived_layers(net, "layer_deviations")
+    )
+
+
+@_single_threaded
+def displacement_offsubspace(net: nn.Module, start: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Share of each conv-derived layer's movement since `start` that leaves the CNN subspace:
+    {layer name: ||D - P(D)|| / ||D||} with D = the layer's weight - start["<layer>.weight"]
+    (`start` as from net.named_parameters() or net.state_dict() at the run's start), 0 when D = 0,
+    plus "all" pooled over the layers as in `layer_deviations`."""
+    parts = []
+    for name, layer in _conv_derived_layers(net, "displacement_offsubspace"):
+        initial = start.get(f"{name}.weight")
+        if initial is None or initial.shape != layer.weight.shape:
+            raise NeedleError(
+                f"displacement_offsubspace: the start weights have no {name}.weight of shape "
+                f"{tuple(layer.weight.shape)}; pass the same network's parameters at its start"
+            )
+        parts.append((name, _squared_parts(layer, layer.weight, initial)))
+    return {name: ratios["deviation"] for name, ratios in _pooled_ratios(parts).items()}
 
 
 @_single_threaded
@@ -227,3 +283,51 @@ def project_to_cnn(net: nn.Module, cnn_template: nn.Sequential) -> nn.Sequential
             target.load_state_dict(layer.state_dict())
     cnn.train(net.training)
     return cnn
+
+
+def _norm(tensors: Iterable[torch.Tensor]) -> float:
+    """sqrt of the summed squared norms: per-tensor norms in the tensors' dtype (no float64 copies
+    of big weights), summed in float64."""
+    return math.sqrt(
+        sum(torch.linalg.vector_norm(tensor).double().item() ** 2 for tensor in tensors)
+    )
+
+
+class DenseProbe:
+    """What a dense run (fcn, efcn, elcn) logs at each epoch besides loss and accuracy.
+
+    Made at the run's start (its weights then are the start of "distance_from_start" and of the
+    displacement); `probe(net)` returns, in this order, names.PROBE_METRICS (distance_from_start
+    = ||theta - theta_start|| / ||theta_start|| over all parameters; test loss and accuracy of
+    P(net) read back as a CNN of `cnn_template`'s layout) and "<metric>/<layer>" for each metric
+    of names.LAYER_METRICS and each conv-derived layer, then the pooled layer "all"."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        cnn_template: nn.Sequential,
+        data,
+        eval_batch_size: int,
+        precision: str,
+    ):
+        self.cnn_template, self.data = cnn_template, data
+        self.eval_batch_size, self.precision = eval_batch_size, precision
+        self.start = {name: p.detach().clone() for name, p in net.named_parameters()}
+        self.start_norm = _norm(self.start.values())
+
+    @torch.no_grad()
+    def __call__(self, net: nn.Module) -> dict[str, float]:
+        travelled = _norm(p - self.start[name] for name, p in net.named_parameters())
+        distance = travelled / self.start_norm if self.start_norm > 0 else math.nan
+        projected = project_to_cnn(net, self.cnn_template)
+        loss, accuracy = evaluate(
+            projected, self.data.test_x, self.data.test_y, self.eval_batch_size, self.precision
+        )
+        row = dict(zip(PROBE_METRICS, (distance, loss, accuracy), strict=True))
+        per_layer = layer_deviations(net)
+        for layer, share in displacement_offsubspace(net, self.start).items():
+            per_layer[layer]["displacement_offsubspace"] = share
+        for metric in LAYER_METRICS:
+            for layer, values in per_layer.items():
+                row[f"{metric}/{layer}"] = values[metric]
+        return row

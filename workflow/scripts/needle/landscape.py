@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import torch
 
-from needle.training import evaluate
+from needle.errors import NeedleError
+from needle.evaluation import evaluate
 
 
 def interpolate(
     start: dict[str, torch.Tensor], end: dict[str, torch.Tensor], alpha: float
 ) -> dict[str, torch.Tensor]:
     """(1 - alpha) * start + alpha * end, key by key (both from networks of the same shapes)."""
-    if start.keys() != end.keys():
-        raise ValueError("cannot interpolate between networks with different layers")
+    if start.keys() != end.keys() or any(start[key].shape != end[key].shape for key in start):
+        raise NeedleError(
+            "cannot interpolate between networks with different layers or shapes: pass weights "
+            "of the same architecture (e.g. two eFCNs, or an eFCN and the standard FCN)"
+        )
     return {key: torch.lerp(start[key].float(), end[key].float(), alpha) for key in start}
 
 

@@ -119,8 +119,8 @@ def _assemble(
     ]
     net = nn.Sequential(OrderedDict(layers + [("flatten", nn.Flatten())] + head))
     net.input_shape = tuple(input_shape)
-    # Channels-last conv weights make the convolutions and poolings run channels-last, about 2x
-    # faster on CPU for these shapes (PyTorch's NCHW max-pool is ~10x slower). Same values.
+    # Channels-last conv weights make the convolutions and poolings run channels-last, much
+    # faster on CPU for these shapes (PyTorch's NCHW max-pool is slow). Same values.
     return net.to(memory_format=torch.channels_last)
 
 
