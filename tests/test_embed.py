@@ -104,7 +104,8 @@ def test_conv_stacks_of_any_kernel_stride_padding_embed_exactly(k, s, p, k2, s2,
         assert max_abs(to_elcn(cnn, input_shape=(2, 11, 9))(x), reference) <= 1e-10
         # The dense matrix is the conv's linear map itself: conv (no bias) applied to each input
         # basis vector gives one column. This checks the zeros (and the folding) too.
-        # Rows and columns are in channels-last (y, x, c) order.
+        # Rows and columns are in channels-last (y, x, c) order. Exact on any IEEE machine: each
+        # output of a one-hot input is one kernel entry times 1 plus products with 0.
         dense = conv_to_dense(cnn.conv1, (2, 11, 9))
         basis = torch.eye(2 * 11 * 9, dtype=torch.float64).view(-1, 11, 9, 2).permute(0, 3, 1, 2)
         jacobian = (
@@ -204,7 +205,8 @@ def test_standard_fcn_has_efcn_shapes_and_pytorch_default_init():
     for name in ("conv1", "conv2", "conv3"):
         weight = fcn.get_submodule(name).weight
         bound = 1 / math.sqrt(weight.shape[1])  # nn.Linear init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-        assert weight.abs().max() <= bound and weight.abs().max() > 0.99 * bound
+        largest = weight.abs().max().item()  # float32 draws: allow their rounding at the bound
+        assert 0.99 * bound < largest <= (1 + 1e-6) * bound
         assert abs(weight.std().item() - bound / math.sqrt(3)) < 0.02 * bound
         assert (weight != 0).float().mean() > 0.999  # dense, not on the CNN subspace
     assert not torch.equal(fcn.fc.weight, cnn.fc.weight)  # head freshly initialised too
