@@ -22,9 +22,9 @@ The same measure applied to the displacement D = W - W_start since a run's start
     displacement_offsubspace = ||D - P(D)|| / ||D||   (0 when D = 0)
 
 the share of the movement that leaves the subspace. The deviation grows with the distance
-travelled whatever the direction (isotropic noise of 0.01 per entry already gives ~0.6 on an
-eFCN); this share says which way the net moved: about 1 for isotropic noise, 0 for a move that
-a CNN could have made.
+travelled whatever the direction (small isotropic noise on an eFCN already gives a large one);
+this share says which way the net moved: about 1 for isotropic noise, 0 for a move that a CNN
+could have made.
 
 Everything is vectorised through `needle.embed.tied_views` (one strided view per kernel offset),
 and large dense weights are processed in chunks of output channels so that the temporary copy
@@ -38,7 +38,7 @@ import contextlib
 import copy
 import functools
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -165,7 +165,7 @@ def _ratios(total: float, nonlocal_: float, nonsharing: float) -> dict[str, floa
     }
 
 
-def _conv_derived_layers(net: nn.Module, caller: str) -> Iterator[tuple[str, nn.Module]]:
+def _conv_derived_layers(net: nn.Module, caller: str) -> list[tuple[str, nn.Module]]:
     layers = [
         (name, layer)
         for name, layer in net.named_children()
@@ -176,7 +176,7 @@ def _conv_derived_layers(net: nn.Module, caller: str) -> Iterator[tuple[str, nn.
             f"{caller}: the network has no Dense2d or LocallyConnected2d layer; "
             "pass an eFCN/eLCN (or standard FCN) built by needle.embed"
         )
-    return iter(layers)
+    return layers
 
 
 def _pooled_ratios(parts_by_layer: Iterable[tuple[str, tuple[float, float, float]]]) -> dict:
