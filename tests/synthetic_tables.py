@@ -14,11 +14,12 @@ API
   readout over k <= PLATEAU epochs is exactly ``final_accuracy``; validation accuracy is
   VALIDATION_GAP below it. A ``diverged`` code stops the run half-way (code 4: at its start) with
   chance accuracy on its last row (code 1: non-finite losses there).
-- ``experiment(settings, *, accuracy, seed_spread, noise, deviation, displacement, barrier,
-  exactness, diverged, missing, random_state) -> Experiment``: every run of ``settings``. A run's
-  readout accuracy is ``accuracy[arm]`` (a number, or {relax_time: number}) + a per-seed offset
-  shared by every arm (``seed_spread`` x a standard normal: paired differences cancel it) +
-  ``noise`` x a standard normal of its own. ``deviation[arm]`` is the final deviation of the
+- ``experiment(settings, *, accuracy, seed_spread, noise, shift, deviation, displacement,
+  barrier, exactness, diverged, missing, random_state) -> Experiment``: every run of
+  ``settings``. A run's readout accuracy is ``accuracy[arm]`` (a number, or {relax_time: number})
+  + a per-seed offset shared by every arm (``seed_spread`` x a standard normal: paired
+  differences cancel it) + ``noise`` x a standard normal of its own + ``shift[key]`` (default 0;
+  with noise=0 a test sets every paired difference exactly). ``deviation[arm]`` is the final deviation of the
   arm's most deviating layer (conv3); ``displacement`` the embedded arms' off-subspace share;
   ``barrier`` the train-loss bump of every final_to_fcn landscape path; ``exactness`` the fp64
   logit difference of every embedding. ``diverged`` maps (seed, arm, relax_time) to a divergence
@@ -208,6 +209,7 @@ def experiment(
     accuracy: Mapping | None = None,
     seed_spread: float = 0.02,
     noise: float = 0.004,
+    shift: Mapping | None = None,
     deviation: Mapping | None = None,
     displacement: float = 0.7,
     barrier: float = 0.5,
@@ -235,6 +237,7 @@ def experiment(
         if isinstance(level, Mapping):
             level = level[relax_time]
         designed[key] = level + offsets[seed] + noise * rng.standard_normal()
+        designed[key] += (shift or {}).get(key, 0.0)
         if key in missing:
             continue
         start = 0.1
