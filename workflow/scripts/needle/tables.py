@@ -94,7 +94,7 @@ class _Table:
         if not ok.all():
             row = int(np.flatnonzero(~ok)[0])
             needed = f"whole numbers >= {minimum}" + (" or empty" if empty_ok else "")
-            raise self.fail(f"column {column} holds {values[row]!r}{_at(row)}: needs {needed}")
+            raise self.fail(f"column {column} holds {_show(values[row])}{_at(row)}: needs {needed}")
         frame[column] = frame[column].astype("Int64" if empty_ok else "int64")
 
     def within(self, frame: pd.DataFrame, columns: Sequence[str], low: float, high: float) -> None:
@@ -108,7 +108,7 @@ class _Table:
             row, column = np.argwhere(bad)[0]
             span = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
             raise self.fail(
-                f"column {columns[column]} holds {values[row, column]!r}{_at(row)}: must be {span}"
+                f"column {columns[column]} holds {_show(values[row, column])}{_at(row)}: must be {span}"
             )
 
     def finite(self, frame, columns: Sequence[str], *, where, reason: str) -> None:
@@ -126,13 +126,20 @@ class _Table:
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
             raise self.fail(
-                f"column {column} holds {frame[column].iloc[row]!r}{_at(row)}; "
+                f"column {column} holds {_show(frame[column].iloc[row])}{_at(row)}; "
                 f"expected one of {', '.join(map(str, allowed))}"
             )
 
 
 def _at(row: int) -> str:
     return f" on line {row + 2}"  # line 1 is the header
+
+
+def _show(value) -> str:
+    """A cell as the file shows it: 7 rather than np.float64(7.0), text quoted."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return np.format_float_positional(float(value), trim="-")
+    return repr(str(value))
 
 
 # -- per-run metrics (one CSV per run, one row per epoch) ---------------------------------------------
