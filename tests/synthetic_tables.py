@@ -40,6 +40,7 @@ claims 1, 2, 3, 4, 6 and eLCN-vs-eFCN hold and claim 5 fails, each by a wide mar
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -130,55 +131,57 @@ def run_metrics(
         final_accuracy,
         start_accuracy + (final_accuracy - start_accuracy) * since / ramp,
     )
-    frame = pd.DataFrame({"epoch": first + since, "epochs_since_relax": since})
-    frame["train_accuracy"] = np.minimum(1.0, test + 0.05)
-    frame["train_loss"] = 2.3 * (1 - frame["train_accuracy"]) + 0.05
-    frame["validation_loss"] = 2.3 * (1 - test) + 0.2 if validation else math.nan
-    frame["validation_accuracy"] = test - VALIDATION_GAP if validation else math.nan
-    frame["test_loss"] = 2.3 * (1 - test) + 0.15
-    frame["test_accuracy"] = test
-    frame["diverged"] = 0
+    nothing = np.full(len(since), math.nan)
+    columns = {"epoch": first + since, "epochs_since_relax": since}
+    columns["train_accuracy"] = np.minimum(1.0, test + 0.05)
+    columns["train_loss"] = 2.3 * (1 - columns["train_accuracy"]) + 0.05
+    columns["validation_loss"] = 2.3 * (1 - test) + 0.2 if validation else nothing
+    columns["validation_accuracy"] = test - VALIDATION_GAP if validation else nothing
+    columns["test_loss"] = 2.3 * (1 - test) + 0.15
+    columns["test_accuracy"] = test
+    columns["diverged"] = np.zeros(len(since), dtype=int)
     if arm in names.DENSE_ARMS:
-        _add_probe(frame, arm, deviation if deviation is not None else DEVIATION[arm], displacement)
-    frame = frame[_column_order(arm)]
+        deviation = deviation if deviation is not None else DEVIATION[arm]
+        columns.update(_probe(arm, since, columns, deviation, displacement))
     if diverged:
         stop = 0 if diverged == 4 else max(1, epochs // 2)
-        frame = frame.iloc[: stop + 1].copy()
+        columns = {name: values[: stop + 1].copy() for name, values in columns.items()}
         chance = 1.0 / num_classes
-        for column in ("train_accuracy", "test_accuracy"):
-            frame.loc[frame.index[-1], column] = chance
-        if validation:
-            frame.loc[frame.index[-1], "validation_accuracy"] = chance
+        for name in ("train_accuracy", "test_accuracy", "validation_accuracy"):
+            columns[name][-1] = chance if validation or "validation" not in name else math.nan
         if diverged == 1:  # non-finite loss
-            losses = [column for column in frame.columns if column.endswith("loss")]
-            frame.loc[frame.index[-1], losses] = math.nan
-        frame.loc[frame.index[-1], "diverged"] = diverged
-    return frame.reset_index(drop=True)
+            for name in columns:
+                if name.endswith("loss"):
+                    columns[name][-1] = math.nan
+        columns["diverged"][-1] = diverged
+    return pd.DataFrame(columns)[_column_order(arm)]
 
 
 def _column_order(arm: str) -> list[str]:
     return tables.run_columns(arm, [*LAYERS, names.POOLED_LAYER])
 
 
-def _add_probe(frame: pd.DataFrame, arm: str, deviation: float, displacement: float) -> None:
+def _probe(arm: str, since, columns: dict, deviation: float, displacement: float) -> dict:
     """Deviation grows linearly from 0 at an embedding's start; a standard FCN sits at its own."""
-    since = frame["epochs_since_relax"].to_numpy(dtype=float)
-    growth = since / since[-1] if arm in names.EMBEDDED_ARMS else np.ones_like(since)
-    frame["distance_from_start"] = 0.5 * since / since[-1]
-    frame["projected_test_accuracy"] = np.maximum(0.0, frame["test_accuracy"] - 0.05)
-    frame["projected_test_loss"] = frame["test_loss"] + 0.2
+    embedded = arm in names.EMBEDDED_ARMS
+    growth = since / since[-1] if embedded else np.ones(len(since))
+    probe = {
+        "distance_from_start": 0.5 * since / since[-1],
+        "projected_test_accuracy": np.maximum(0.0, columns["test_accuracy"] - 0.05),
+        "projected_test_loss": columns["test_loss"] + 0.2,
+    }
     for layer in (*LAYERS, names.POOLED_LAYER):
-        share = LAYER_SHARE[layer] if arm in names.EMBEDDED_ARMS else 1.0
-        value = deviation * share * growth
-        frame[f"deviation/{layer}"] = value
+        value = deviation * (LAYER_SHARE[layer] if embedded else 1.0) * growth
+        probe[f"deviation/{layer}"] = value
         if arm == names.ELCN:  # locality kept: all of the deviation is non-sharing
-            frame[f"deviation_nonlocal/{layer}"] = 0.0
-            frame[f"deviation_nonsharing/{layer}"] = value
+            probe[f"deviation_nonlocal/{layer}"] = np.zeros(len(since))
+            probe[f"deviation_nonsharing/{layer}"] = value
         else:  # the two parts are orthogonal: 0.8^2 + 0.6^2 = 1
-            frame[f"deviation_nonlocal/{layer}"] = 0.8 * value
-            frame[f"deviation_nonsharing/{layer}"] = 0.6 * value
-        moved = displacement if arm in names.EMBEDDED_ARMS else deviation
-        frame[f"displacement_offsubspace/{layer}"] = np.where(since > 0, moved, 0.0)
+            probe[f"deviation_nonlocal/{layer}"] = 0.8 * value
+            probe[f"deviation_nonsharing/{layer}"] = 0.6 * value
+        moved = displacement if embedded else deviation
+        probe[f"displacement_offsubspace/{layer}"] = np.where(since > 0, moved, 0.0)
+    return probe
 
 
 @dataclass
@@ -190,7 +193,13 @@ class Experiment:
     embedding: pd.DataFrame
     landscape: pd.DataFrame
     parameter_counts: pd.DataFrame
-    tidy: pd.DataFrame
+
+    @functools.cached_property
+    def tidy(self) -> pd.DataFrame:
+        """The tidy table of every run (built on first use: most tests need only runs.csv)."""
+        identity = {key: self.settings[key] for key in ("experiment", "dataset", "model")}
+        runs = [(tables.Run(*key), frame) for key, frame in self.runs.items()]
+        return tables.tidy_table(runs, **identity)
 
 
 def _keys(resolved: dict):
@@ -271,7 +280,6 @@ def experiment(
         tables.run_outcome(frame, tables.Run(*key), **identity, readout_epochs=readout)
         for key, frame in runs.items()
     )
-    tidy = tables.tidy_table([(tables.Run(*key), frame) for key, frame in runs.items()], **identity)
     return Experiment(
         settings=resolved,
         runs=runs,
@@ -286,7 +294,6 @@ def experiment(
             ],
             columns=list(names.PARAMETER_COLUMNS),
         ),
-        tidy=tidy,
     )
 
 
