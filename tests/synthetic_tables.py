@@ -19,12 +19,12 @@ API
   ``settings``. A run's readout accuracy is ``accuracy[arm]`` (a number, or {relax_time: number})
   + a per-seed offset shared by every arm (``seed_spread`` x a standard normal: paired
   differences cancel it) + ``noise`` x a standard normal of its own + ``shift[key]`` (default 0;
-  with noise=0 a test sets every paired difference exactly). ``deviation[arm]`` is the final deviation of the
-  arm's most deviating layer (conv3); ``displacement`` the embedded arms' off-subspace share;
-  ``barrier`` the train-loss bump of every final_to_fcn landscape path; ``exactness`` the fp64
-  logit difference of every embedding. ``diverged`` maps (seed, arm, relax_time) to a divergence
-  code (an iterable of keys means code 2); ``missing`` keys are left out. relax_time is None for
-  cnn and fcn.
+  with noise=0 a test sets every paired difference exactly). ``deviation[arm]`` is the final
+  deviation of the arm's most deviating layer (conv3); ``displacement`` the embedded arms'
+  off-subspace share; ``barrier`` the train-loss bump of every final_to_fcn landscape path;
+  ``exactness`` the fp64 logit difference of every embedding. ``diverged`` maps
+  (seed, arm, relax_time) to a divergence code (an iterable of keys means code 2); ``missing``
+  keys are left out. relax_time is None for cnn and fcn.
   The Experiment holds ``settings``, ``runs`` {(seed, arm, relax_time): per-run DataFrame},
   ``designed`` {same key: the readout accuracy it was built with}, ``outcomes`` (runs.csv, built
   with needle.tables), ``embedding``, ``landscape``, ``parameter_counts`` and ``tidy``.
@@ -333,7 +333,9 @@ def _landscape(resolved: dict, runs: dict, barrier: float) -> pd.DataFrame:
         ]
         for kind, start_arm, start_time, end_arm, end_time in paths:
             ends = [(seed, start_arm, start_time), (seed, end_arm, end_time)]
-            broken = any(key not in runs or runs[key]["diverged"].iloc[-1] for key in ends)
+            if any(key not in runs for key in ends):  # a missing run has no weights to walk to
+                continue
+            broken = any(runs[key]["diverged"].iloc[-1] for key in ends)
             height = barrier if kind == "final_to_fcn" else barrier / 5
             for split, offset in (("train", 0.0), ("test", 0.1)):
                 loss = 0.4 + offset + height * 4 * alphas * (1 - alphas)

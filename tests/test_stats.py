@@ -1,8 +1,8 @@
 """needle.stats: Student-t intervals over seeds, paired differences and the claim rules.
 
 Expected intervals come from printed t tables (t_{0.975, 4} = 2.776, t_{0.975, 1} = 12.706,
-t_{0.995, 4} = 4.604, t_{0.995, 9} = 3.250), so a test fails if the quantile, the standard error or the degrees of
-freedom are wrong; tolerances are those of the printed tables.
+t_{0.995, 4} = 4.604, t_{0.995, 9} = 3.250), so a test fails if the quantile, the standard error
+or the degrees of freedom are wrong; tolerances are those of the printed tables.
 """
 
 import math
@@ -31,7 +31,7 @@ def test_two_values_give_the_wide_interval_of_one_degree_of_freedom():
 
 
 def test_the_confidence_level_sets_the_quantile():
-    # ten values 0..9: mean 4.5, standard error sqrt(55 / 6) / sqrt(10) = 0.9574; t_{0.995, 9} = 3.250
+    # ten values 0..9: mean 4.5, standard error sqrt(55 / 6 / 10) = 0.9574; t_{0.995, 9} = 3.250
     interval = stats.t_interval(range(10), 0.99)
     assert interval.high - interval.mean == pytest.approx(3.250 * 0.9574, abs=2 * TABLE)
 
@@ -69,7 +69,7 @@ def test_bonferroni_divides_the_error_rate_by_the_number_of_comparisons():
     assert stats.bonferroni(0.95, 1) == pytest.approx(0.95)
 
 
-# -- paired differences -------------------------------------------------------------------------------
+# -- paired differences ----------------------------------------------------------------------------
 def test_differences_are_matched_on_seed_whatever_the_order():
     first = {2: Outcome(0.9, False), 0: Outcome(0.8, False), 1: Outcome(0.7, False)}
     second = {0: Outcome(0.5, False), 1: Outcome(0.6, False), 2: Outcome(0.4, False)}
@@ -104,7 +104,7 @@ def test_a_healthy_run_without_a_value_is_an_error_not_a_zero():
         )
 
 
-# -- claims over several relax times ------------------------------------------------------------------
+# -- claims over several relax times ---------------------------------------------------------------
 CLEAR_WIN = [1.0, 1.1, 0.9, 1.0, 1.05]
 CLEAR_LOSS = [-1.0, -1.1, -0.9, -1.0, -1.05]
 # mean -2, standard error 0.7071: the 95 % interval [-3.963, -0.037] lies below 0, but the

@@ -1,5 +1,5 @@
 """needle.summary and summarize.py: claims decided on paired per-seed differences of synthetic
-experiments whose answers are designed (tests/synthetic_tables.py), and a page that states its rules.
+experiments whose answers are designed (tests/synthetic_tables.py); a page that states its rules.
 
 Most experiments here have no per-run noise (noise=0) but a per-seed offset shared by every arm:
 the paired differences are then exactly the designed effects, while the unpaired arms vary.
@@ -142,6 +142,8 @@ def test_a_missing_run_is_listed_and_counted():
     assert (claim_rows(result, "4")["n_missing"] == 1).all()
     fcn = arm_row(result, "fcn")
     assert (fcn["n"], fcn["n_missing"]) == (4, 1)
+    barrier = row_at(result, "6", 1)  # no FCN, no path to it
+    assert (barrier["n"], barrier["missing_runs"]) == (4, "landscape efcn t_w=1 -> fcn seed 3")
     page = summary_page.markdown(summary_page.page(result, built.settings))
     assert "## Missing runs" in page and "- fcn seed 3" in page
 
@@ -277,7 +279,7 @@ def test_runs_that_do_not_match_the_settings_are_refused(designed, change, probl
         decide(designed, change(designed.outcomes))
 
 
-# -- the page --------------------------------------------------------------------------------------------
+# -- the page --------------------------------------------------------------------------------------
 def test_the_page_states_every_rule_with_the_settings_values(designed):
     text = summary_page.markdown(summary_page.page(decide(designed), designed.settings))
     for statement in (
@@ -311,7 +313,7 @@ def test_the_html_page_is_standalone_and_marks_verdicts(designed):
     assert "fcn - efcn" in page and "&lt;" not in summary_page.markdown([("p", "<")])
 
 
-# -- summarize.py ----------------------------------------------------------------------------------------
+# -- summarize.py ----------------------------------------------------------------------------------
 def test_the_script_writes_all_four_outputs(tmp_path, designed):
     paths = synthetic.write_experiment(tmp_path / "in", designed)
     out = {name: tmp_path / "out" / name for name in ("s.csv", "a.csv", "s.md", "s.html")}

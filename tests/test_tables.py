@@ -47,7 +47,7 @@ def cnn_table(test_accuracy, **columns) -> pd.DataFrame:
 CNN = tables.Run(0, names.CNN, None)
 
 
-# -- the readout --------------------------------------------------------------------------------------
+# -- the readout -----------------------------------------------------------------------------------
 def outcome(frame, run=CNN, k=2):
     return tables.run_outcome(frame, run, **IDENTITY, readout_epochs=k)
 
@@ -135,7 +135,7 @@ def test_runs_table_has_the_contract_columns_and_order():
     assert not any("best" in column for column in table.columns)  # the test set selects nothing
 
 
-# -- the tidy table -----------------------------------------------------------------------------------
+# -- the tidy table --------------------------------------------------------------------------------
 def test_tidy_rows_split_metric_and_layer_and_leave_relax_time_empty_for_the_cnn():
     cnn = cnn_table([0.1, 0.5])
     efcn = synthetic.run_metrics(names.EFCN, seed=0, relax_time=1, epochs=1, final_accuracy=0.6)
@@ -158,7 +158,7 @@ def test_the_tidy_table_round_trips_through_its_reader(tmp_path):
     assert read["value"].sum() == pytest.approx(built.tidy["value"].sum())
 
 
-# -- one line per bad per-run table -------------------------------------------------------------------
+# -- one line per bad per-run table ----------------------------------------------------------------
 def corrupt(frame, row, column, value):
     frame = frame.astype(object)
     frame.loc[row, column] = value
@@ -277,7 +277,7 @@ def test_an_absent_validation_split_is_allowed_but_a_partial_one_is_not(tmp_path
         tables.read_run_metrics(write(tmp_path, partial), CNN)
 
 
-# -- runs.csv, landscape, embedding, parameter counts, settings ----------------------------------------
+# -- runs.csv, landscape, embedding, parameter counts, settings ------------------------------------
 @pytest.fixture(scope="module")
 def built():
     return synthetic.experiment(synthetic.settings(seeds=[0, 1]), diverged=[(1, "efcn", 4)])
@@ -395,7 +395,7 @@ def test_bad_settings_are_one_line(tmp_path, text, problem):
     assert problem in str(error.value) and str(path) in str(error.value)
 
 
-# -- aggregate_metrics.py ------------------------------------------------------------------------------
+# -- aggregate_metrics.py --------------------------------------------------------------------------
 OUTPUTS = ("metrics", "runs", "landscape", "embedding")
 
 

@@ -126,7 +126,7 @@ FIGURES = (
 )
 
 
-# -- stats: per-run outcomes, claims and arm summaries (needle.tables, needle.summary) ----------------
+# -- stats: per-run outcomes, claims and arm summaries (needle.tables, needle.summary) -------------
 # runs.csv: one row per run, its readout already computed (the contract's runs.csv).
 OUTCOME_COLUMNS = (
     "experiment",

@@ -83,7 +83,7 @@ def bonferroni(confidence: float, comparisons: int) -> float:
     return 1 - (1 - confidence) / max(comparisons, 1)
 
 
-# -- paired per-seed differences ----------------------------------------------------------------------
+# -- paired per-seed differences -------------------------------------------------------------------
 class Outcome(NamedTuple):
     """One run's value of the compared measure, and whether the run diverged."""
 

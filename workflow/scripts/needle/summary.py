@@ -134,7 +134,7 @@ def _check_experiment(settings, table, what) -> None:
         )
 
 
-# -- the runs, indexed by (arm, relax time) -----------------------------------------------------------
+# -- the runs, indexed by (arm, relax time) --------------------------------------------------------
 def configured_runs(settings: dict) -> list[tuple[str, int | None]]:
     """Every configured (arm, relax time): cnn and fcn without one, then each relax arm's."""
     relax = settings["relax"]
@@ -166,7 +166,8 @@ class RunIndex:
             key = (row["arm"], relax_time)
             if key not in configured or int(row["seed"]) not in self.seeds:
                 raise NeedleError(
-                    f"runs.csv has a run the settings do not configure ({describe_run(*key, int(row['seed']))}); "
+                    "runs.csv has a run the settings do not configure "
+                    f"({describe_run(*key, int(row['seed']))}); "
                     "rerun aggregate_metrics for this experiment's settings"
                 )
             self.rows.setdefault(key, {})[int(row["seed"])] = row
@@ -192,7 +193,7 @@ def describe_run(arm: str, relax_time, seed: int) -> str:
     return f"{arm}{at} seed {seed}"
 
 
-# -- claims 2-5 and eLCN vs eFCN: paired differences -------------------------------------------------
+# -- claims 2-5 and eLCN vs eFCN: paired differences -----------------------------------------------
 def not_tested_reason(claim: PairedClaim, settings: dict) -> str:
     """Why ``claim`` cannot be tested with these settings ("" when it can)."""
     arms = {names.CNN, names.FCN, *settings["relax"]["arms"]}
@@ -303,7 +304,7 @@ def _with_experiment(settings: dict, rows: list[dict]) -> list[dict]:
     return [{"experiment": settings["experiment"], **row} for row in rows]
 
 
-# -- claim 1: exactness of every embedding ----------------------------------------------------------
+# -- claim 1: exactness of every embedding ---------------------------------------------------------
 def _exactness_rows(settings: dict, embedding: pd.DataFrame) -> list[dict]:
     arms = [arm for arm in names.EMBEDDED_ARMS if arm in settings["relax"]["arms"]]
     if not arms:
@@ -367,7 +368,7 @@ def _exactness_rows(settings: dict, embedding: pd.DataFrame) -> list[dict]:
     return _with_experiment(settings, rows)
 
 
-# -- claim 6: a train-loss barrier on the path from the eFCN to the standard FCN ---------------------
+# -- claim 6: a train-loss barrier on the path from the eFCN to the standard FCN -------------------
 def _barrier_rows(settings: dict, landscape: pd.DataFrame | None) -> list[dict]:
     times = sorted(settings["landscape"]["relax_times"])
     if not times:
@@ -416,7 +417,7 @@ def _barrier_rows(settings: dict, landscape: pd.DataFrame | None) -> list[dict]:
     return _with_experiment(settings, rows)
 
 
-# -- arms.csv ---------------------------------------------------------------------------------------
+# -- arms.csv --------------------------------------------------------------------------------------
 def arms_table(settings: dict, index: RunIndex) -> pd.DataFrame:
     """Readout accuracies per (arm, relax time) over the runs that did not diverge, and the
     headline relax time of each relax arm: the highest mean validation accuracy, a diverged run

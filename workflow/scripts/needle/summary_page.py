@@ -70,10 +70,11 @@ def settings_line(settings: dict) -> str:
     test = settings.get("test_size") or f"all {facts.test_images:,}"
     seeds = settings["seeds"]
     relax = settings["relax"]
+    times = ", ".join(map(str, relax["relax_times"]))
     return (
         f"{facts.label} images {where}; {model}; {train} training, {settings['validation_size']} "
-        f"validation and {test} test images; seeds {', '.join(map(str, seeds))} (n = {len(seeds)}); "
-        f"relax arms {', '.join(relax['arms'])} at t_w = {', '.join(map(str, relax['relax_times']))}."
+        f"validation and {test} test images; seeds {', '.join(map(str, seeds))} "
+        f"(n = {len(seeds)}); relax arms {', '.join(relax['arms'])} at t_w = {times}."
     )
 
 
@@ -96,8 +97,8 @@ def rules(settings: dict) -> list[str]:
             "reported. The test set selects nothing."
         )
     return [
-        f"Training rule ({comparison['training_rule']}): every arm trains with one optimiser, plain "
-        f"SGD with lr {optimiser['lr']:g}, momentum {optimiser['momentum']:g}, weight decay "
+        f"Training rule ({comparison['training_rule']}): every arm trains with one optimiser, "
+        f"plain SGD with lr {optimiser['lr']:g}, momentum {optimiser['momentum']:g}, weight decay "
         f"{optimiser['weight_decay']:g} and batch {optimiser['batch_size']}; epochs: CNN "
         f"{settings['cnn']['epochs']}, standard FCN {settings['fcn']['epochs']}, every relax arm "
         f"and the control {settings['relax']['epochs']} after t_w.",
@@ -122,7 +123,7 @@ def rules(settings: dict) -> list[str]:
     ]
 
 
-# -- cells ---------------------------------------------------------------------------------------------
+# -- cells -----------------------------------------------------------------------------------------
 def _missing(value) -> bool:
     return value is None or pd.isna(value)
 
@@ -139,18 +140,27 @@ def percent_interval(mean, low, high) -> str:
     return f"{100 * mean:.1f} [{100 * low:.1f}, {100 * high:.1f}] %"
 
 
+def _units(measure: str) -> tuple[float, str, int]:
+    """Scale, unit and decimals of a difference: accuracies in percentage points."""
+    return (100, " points", 1) if measure == MEASURES["test_accuracy"] else (1, "", 3)
+
+
+def bounds(low, high, measure: str) -> str:
+    """'[+3.6, +5.2] points'; 'no interval' below two seeds."""
+    scale, unit, digits = _units(measure)
+    if _missing(low):
+        return "no interval"
+    return f"[{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]{unit}"
+
+
 def difference(mean, low, high, measure: str) -> str:
     """'+4.4 [+3.6, +5.2] points' for accuracies; three decimals for other measures."""
     if _missing(mean):
         return "none"
-    scale, unit, digits = (
-        (100, " points", 1) if measure == MEASURES["test_accuracy"] else (1, "", 3)
-    )
+    scale, unit, digits = _units(measure)
     if _missing(low):
         return f"{scale * mean:+.{digits}f}{unit} (no interval)"
-    return (
-        f"{scale * mean:+.{digits}f} [{scale * low:+.{digits}f}, {scale * high:+.{digits}f}]{unit}"
-    )
+    return f"{scale * mean:+.{digits}f} {bounds(low, high, measure)}"
 
 
 def counts(n, diverged=0, missing=0) -> str:
@@ -166,20 +176,25 @@ def _time(value) -> str:
     return "" if _missing(value) else str(int(value))
 
 
-# -- tables --------------------------------------------------------------------------------------------
+# -- tables ----------------------------------------------------------------------------------------
 def _arm_rows(arms: pd.DataFrame) -> list[list[str]]:
     return [
         [
             names.ARM_LABELS[row.arm],
             _time(row.relax_time),
-            f"{percent_interval(row.test_accuracy, row.test_accuracy_low, row.test_accuracy_high)} "
-            f"{counts(row.n, row.n_diverged, row.n_missing)}",
+            _test_cell(row),
             percent_interval(
                 row.validation_accuracy, row.validation_accuracy_low, row.validation_accuracy_high
             ),
         ]
         for row in arms.itertuples()
     ]
+
+
+def _test_cell(row) -> str:
+    """'76.1 [75.2, 77.0] % (n = 4, 1 diverged)' for one row of arms.csv."""
+    interval = percent_interval(row.test_accuracy, row.test_accuracy_low, row.test_accuracy_high)
+    return f"{interval} {counts(row.n, row.n_diverged, row.n_missing)}"
 
 
 def _headline(arms: pd.DataFrame, settings: dict) -> list[tuple]:
@@ -198,9 +213,7 @@ def _headline(arms: pd.DataFrame, settings: dict) -> list[tuple]:
             "list",
             [
                 f"{names.ARM_LABELS[row.arm]}: t_w = {_time(row.relax_time)}, validation "
-                f"{percent(row.validation_accuracy)}; its test accuracy "
-                f"{percent_interval(row.test_accuracy, row.test_accuracy_low, row.test_accuracy_high)} "
-                f"{counts(row.n, row.n_diverged, row.n_missing)}"
+                f"{percent(row.validation_accuracy)}; its test accuracy {_test_cell(row)}"
                 for row in chosen.itertuples()
             ],
         )
@@ -227,34 +240,28 @@ def deciding(group: pd.DataFrame) -> str:
         return first["note"]
     if first["claim"] == "1":
         return "; ".join(
-            f"{row.comparison}: largest fp64 difference {row.exactness_fp64:.1e} of the logit scale "
-            f"(tolerance {row.exactness_tolerance:.0e}), fp32 {row.exactness_fp32:.1e}, over "
-            f"{int(row.n)} embeddings"
+            f"{row.comparison}: largest fp64 difference {row.exactness_fp64:.1e} of the logit "
+            f"scale (tolerance {row.exactness_tolerance:.0e}), fp32 {row.exactness_fp32:.1e}, "
+            f"over {int(row.n)} embeddings"
             for row in group.itertuples()
         )
-
-    def at(row) -> str:
-        where = f"t_w = {_time(row['relax_time'])}: " if not _missing(row["relax_time"]) else ""
-        return f"{where}{row['comparison']} {difference(row['mean_difference'], row['ci_low'], row['ci_high'], row['measure'])} {counts(row['n'], row['n_diverged'], row['n_missing'])}"
-
-    def adjusted(row) -> str:
-        bounds = difference(
-            row["mean_difference"], row["adjusted_ci_low"], row["adjusted_ci_high"], row["measure"]
-        )
-        return f"t_w = {_time(row['relax_time'])}: Bonferroni interval {bounds.split(' ', 1)[1]}"
-
     if len(group) == 1:
-        text = at(first)
-    elif verdict == stats.HOLDS and rule == stats.EVERY:
-        text = f"every interval above 0; the lowest: {at(group.loc[group['ci_low'].idxmin()])}"
-    elif verdict == stats.FAILS and rule == stats.EVERY:
-        text = f"{adjusted(group.loc[group['adjusted_ci_high'].idxmin()])} lies below 0"
+        text = _at(first)
+    elif rule == stats.EVERY and verdict == stats.HOLDS:
+        text = f"every interval above 0; the lowest: {_at(_extreme(group, 'ci_low', lowest=True))}"
+    elif rule == stats.EVERY and verdict == stats.FAILS:
+        text = f"{_adjusted(_extreme(group, 'adjusted_ci_high', lowest=True))} lies below 0"
+    elif rule == stats.EVERY:
+        text = f"not every interval above 0: {_at(_extreme(group, 'ci_low', lowest=True))}"
     elif verdict == stats.HOLDS:
-        text = f"{adjusted(group.loc[group['adjusted_ci_low'].idxmax()])} lies above 0"
+        text = f"{_adjusted(_extreme(group, 'adjusted_ci_low', lowest=False))} lies above 0"
     elif verdict == stats.FAILS:
-        text = f"every interval below 0; the highest: {at(group.loc[group['ci_high'].idxmax()])}"
+        text = (
+            f"every interval below 0; the highest: {_at(_extreme(group, 'ci_high', lowest=False))}"
+        )
     else:
-        text = "no interval decides; see every comparison below"
+        best = _extreme(group, "adjusted_ci_low", lowest=False)
+        text = f"no Bonferroni interval above 0; the highest: {_adjusted(best)}"
     if first["claim"] == "3":
         text += (
             f"; the standard FCN's own deviation {first['first_mean']:.3f}; the eFCN's pooled "
@@ -262,6 +269,24 @@ def deciding(group: pd.DataFrame) -> str:
             f"the displacement {group['displacement_offsubspace'].max():.2f} at most"
         )
     return text
+
+
+def _extreme(group: pd.DataFrame, column: str, *, lowest: bool) -> pd.Series:
+    """The row with the lowest (or highest) ``column``; rows without an interval come last."""
+    return group.sort_values(column, ascending=lowest, na_position="last").iloc[0]
+
+
+def _at(row: pd.Series) -> str:
+    """'t_w = 2: efcn - fcn +4.4 [+3.6, +5.2] points (n = 5)'."""
+    where = "" if _missing(row["relax_time"]) else f"t_w = {_time(row['relax_time'])}: "
+    change = difference(row["mean_difference"], row["ci_low"], row["ci_high"], row["measure"])
+    seeds = counts(row["n"], row["n_diverged"], row["n_missing"])
+    return f"{where}{row['comparison']} {change} {seeds}"
+
+
+def _adjusted(row: pd.Series) -> str:
+    interval = bounds(row["adjusted_ci_low"], row["adjusted_ci_high"], row["measure"])
+    return f"t_w = {_time(row['relax_time'])}: the Bonferroni interval {interval}"
 
 
 def _comparison_rows(claims: pd.DataFrame) -> list[list[str]]:
@@ -290,9 +315,7 @@ def _comparison_rows(claims: pd.DataFrame) -> list[list[str]]:
                 difference(row.mean_difference, row.ci_low, row.ci_high, row.measure),
                 row.verdict,
                 f"{100 * row.adjusted_confidence:.4g} %: "
-                + difference(
-                    row.mean_difference, row.adjusted_ci_low, row.adjusted_ci_high, row.measure
-                ),
+                + bounds(row.adjusted_ci_low, row.adjusted_ci_high, row.measure),
                 means,
                 "; ".join(notes),
             ]
@@ -300,7 +323,7 @@ def _comparison_rows(claims: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
-# -- rendering -----------------------------------------------------------------------------------------
+# -- rendering -------------------------------------------------------------------------------------
 def markdown(blocks: list[tuple]) -> str:
     def cell(text) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")

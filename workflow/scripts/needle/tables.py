@@ -1,4 +1,4 @@
-"""Read and validate every table a later stage reads, and build an experiment's tables from its runs.
+"""Read and validate every table a later stage reads; build an experiment's tables from its runs.
 
 A table that breaks the contract is refused with one line naming the file and the problem, never a
 traceback and never a run that silently drops out of the results. Checked on read: the columns,
@@ -108,7 +108,8 @@ class _Table:
             row, column = np.argwhere(bad)[0]
             span = f">= {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
             raise self.fail(
-                f"column {columns[column]} holds {_show(values[row, column])}{_at(row)}: must be {span}"
+                f"column {columns[column]} holds {_show(values[row, column])}{_at(row)}: "
+                f"must be {span}"
             )
 
     def finite(self, frame, columns: Sequence[str], *, where, reason: str) -> None:
@@ -142,7 +143,7 @@ def _show(value) -> str:
     return repr(str(value))
 
 
-# -- per-run metrics (one CSV per run, one row per epoch) ---------------------------------------------
+# -- per-run metrics (one CSV per run, one row per epoch) ------------------------------------------
 class Run(NamedTuple):
     """Which run a per-run table belongs to: relax_time is None for cnn and fcn."""
 
@@ -233,7 +234,7 @@ def _check_run_values(table: _Table, frame: pd.DataFrame) -> None:
     table.within(frame, layered, 0.0, 1.0 + FRACTION_SLACK)
 
 
-# -- the tidy table -----------------------------------------------------------------------------------
+# -- the tidy table --------------------------------------------------------------------------------
 def tidy_table(runs: Sequence[tuple[Run, pd.DataFrame]], *, experiment, dataset, model):
     """Every run's rows, long: one per (run, epoch, metric[, layer]), "deviation/conv1" becoming
     metric deviation, layer conv1; sorted by seed, arm (names.ARMS), relax time, epoch, metric."""
@@ -274,7 +275,7 @@ TIDY_TEXT = ("experiment", "dataset", "model", "arm", "metric", "layer")
 
 
 def read_tidy(path) -> pd.DataFrame:
-    """results/<e>/metrics.csv: numbers numeric, arms known; relax_time and layer NaN where empty."""
+    """results/<e>/metrics.csv: numbers numeric, arms known; relax_time, layer NaN where empty."""
     table = _Table(path, "tidy metrics table", RERUN_AGGREGATE)
     frame = table.read(names.TIDY_COLUMNS, text=TIDY_TEXT)
     table.numbers(frame, ["seed", "relax_time", "epoch", "epochs_since_relax", "value"])
@@ -285,7 +286,7 @@ def read_tidy(path) -> pd.DataFrame:
     return frame
 
 
-# -- per-run outcomes: runs.csv ------------------------------------------------------------------------
+# -- per-run outcomes: runs.csv --------------------------------------------------------------------
 def run_outcome(
     frame: pd.DataFrame,
     run: Run,
@@ -402,7 +403,7 @@ def read_runs(path) -> pd.DataFrame:
     return frame
 
 
-# -- landscape, embedding records, parameter counts ---------------------------------------------------
+# -- landscape, embedding records, parameter counts ------------------------------------------------
 LANDSCAPE_TEXT = ("experiment", "path_kind", "start_arm", "end_arm", "split")
 
 
@@ -502,7 +503,7 @@ def read_parameter_counts(path) -> pd.DataFrame:
     return frame
 
 
-# -- settings.json ------------------------------------------------------------------------------------
+# -- settings.json ---------------------------------------------------------------------------------
 SETTINGS_KEYS = (
     "dataset",
     "model",
