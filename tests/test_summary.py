@@ -329,10 +329,13 @@ def test_the_script_writes_all_four_outputs(tmp_path, designed):
             f"--html={out['s.html']}",
         ]
     )
-    claims = pd.read_csv(out["s.csv"], dtype={"claim": str})
+    claims = tables.read_claims(out["s.csv"])
     assert tuple(claims.columns) == names.SUMMARY_COLUMNS
-    assert dict(claims.drop_duplicates("claim")[["claim", "claim_verdict"]].values)["5"] == FAILS
-    assert tuple(pd.read_csv(out["a.csv"]).columns) == names.ARM_SUMMARY_COLUMNS
+    assert verdicts(summary.Summary(claims, None)) == verdicts(decide(designed))
+    assert claims["n"].dtype == "Int64" and claims["claim"].tolist()[:2] == ["1", "1"]
+    arms = tables.read_arm_summary(out["a.csv"])
+    assert tuple(arms.columns) == names.ARM_SUMMARY_COLUMNS
+    assert arms["selected_on_validation"].sum() == len(names.RELAX_ARMS)
     assert out["s.md"].read_text().startswith("# needle summary: synthetic")
     assert "<table>" in out["s.html"].read_text()
     assert not list((tmp_path / "out").glob(".*.tmp"))
@@ -371,3 +374,11 @@ def test_tables_read_back_give_the_same_verdicts(tmp_path, designed):
         tables.read_landscape(paths["landscape"]),
     )
     assert verdicts(result) == verdicts(decide(designed))
+
+
+def test_a_summary_table_with_an_unknown_verdict_is_refused(tmp_path, designed):
+    claims = decide(designed).claims.astype(object)
+    claims.loc[3, "claim_verdict"] = "probably"
+    claims.to_csv(tmp_path / "summary.csv", index=False)
+    with pytest.raises(NeedleError, match="claim_verdict holds 'probably' on line 5"):
+        tables.read_claims(tmp_path / "summary.csv")

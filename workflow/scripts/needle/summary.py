@@ -119,7 +119,8 @@ def summarize(
         rows += _paired_rows(claim, settings, index)
     rows += _barrier_rows(settings, landscape)
     claims = pd.DataFrame(rows, columns=list(names.SUMMARY_COLUMNS))
-    claims["relax_time"] = claims["relax_time"].astype("Int64")
+    for column in ("relax_time", "n", "n_diverged", "n_missing"):  # empty when not tested
+        claims[column] = claims[column].astype("Int64")
     return Summary(claims, arms_table(settings, index))
 
 
@@ -155,10 +156,11 @@ class RunIndex:
         self.rows: dict[tuple[str, int | None], dict[int, pd.Series]] = {}
         _check_experiment(settings, runs, "runs.csv")
         readout = settings["comparison"]["readout_epochs"]
-        if (runs["readout_epochs"] != readout).any():
+        other = runs.loc[runs["readout_epochs"] != readout, "readout_epochs"]
+        if len(other):
             raise NeedleError(
-                f"runs.csv was read out over {int(runs['readout_epochs'].iloc[0])} epochs but the "
-                f"settings say comparison.readout_epochs = {readout}; rerun aggregate_metrics"
+                f"runs.csv was read out over {int(other.iloc[0])} epochs but the settings say "
+                f"comparison.readout_epochs = {readout}; rerun aggregate_metrics"
             )
         configured = set(configured_runs(settings))
         for _, row in runs.iterrows():

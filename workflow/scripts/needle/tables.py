@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from needle import names
+from needle import names, stats
 from needle.errors import NeedleError
 from needle.schedule import checkpoint_epochs
 from needle.schema import experiment_default
@@ -400,6 +400,41 @@ def read_runs(path) -> pd.DataFrame:
     table.within(frame, [c for c in frame.columns if c.endswith("accuracy")], 0.0, 1.0)
     frame["divergence_reason"] = frame["divergence_reason"].fillna("")
     frame["deviation_max_layer_name"] = frame["deviation_max_layer_name"].fillna("")
+    return frame
+
+
+# -- the summary's tables: summary.csv and arms.csv -----------------------------------------------
+RERUN_SUMMARY = "rerun the summarize rule (snakemake --forcerun summarize)"
+
+
+def read_claims(path) -> pd.DataFrame:
+    """summary.csv: claim ids as text (names.CLAIMS), verdicts among stats.VERDICTS."""
+    table = _Table(path, "summary table", RERUN_SUMMARY)
+    text = ("experiment", "claim", "statement", "comparison", "measure", "missing_runs")
+    frame = table.read(
+        names.SUMMARY_COLUMNS, text=(*text, "verdict", "claim_rule", "claim_verdict", "note")
+    )
+    table.one_of(frame, "claim", names.CLAIMS)
+    table.one_of(frame, "verdict", stats.VERDICTS)
+    table.one_of(frame, "claim_verdict", stats.VERDICTS)
+    for column in ("relax_time", "n", "n_diverged", "n_missing"):
+        table.numbers(frame, [column])
+        table.integers(frame, column, minimum=0, empty_ok=True)
+    for column in ("missing_runs", "note", "comparison", "measure", "claim_rule"):
+        frame[column] = frame[column].fillna("")
+    return frame
+
+
+def read_arm_summary(path) -> pd.DataFrame:
+    """arms.csv: one row per (arm, relax time), relax_time empty for cnn and fcn."""
+    table = _Table(path, "arms table", RERUN_SUMMARY)
+    frame = table.read(names.ARM_SUMMARY_COLUMNS, text=["experiment", "arm"])
+    table.one_of(frame, "arm", names.ARMS)
+    table.numbers(frame, ["relax_time", "n", "n_diverged", "n_missing"])
+    table.integers(frame, "relax_time", minimum=0, empty_ok=True)
+    for column in ("n", "n_diverged", "n_missing"):
+        table.integers(frame, column, minimum=0)
+    table.one_of(frame, "selected_on_validation", [True, False])
     return frame
 
 
