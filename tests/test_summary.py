@@ -382,3 +382,12 @@ def test_a_summary_table_with_an_unknown_verdict_is_refused(tmp_path, designed):
     claims.to_csv(tmp_path / "summary.csv", index=False)
     with pytest.raises(NeedleError, match="claim_verdict holds 'probably' on line 5"):
         tables.read_claims(tmp_path / "summary.csv")
+
+
+def test_tables_and_summary_need_no_torch():
+    code = (
+        "import sys; import needle.tables, needle.summary, needle.summary_page, needle.stats; "
+        "sys.exit('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=SCRIPTS, check=False)
+    assert result.returncode == 0, "a table or summary stage imported torch"
