@@ -128,3 +128,77 @@ FIGURES = (
 
 # -- core: the standard FCN's init (needle.embed.standard_fcn, config key fcn_init_fan_in) ----------
 FCN_FAN_INS = ("real", "padded")  # fan-in of its Dense2d init: input pixels, or zero-padded input
+
+# -- stats: per-run outcomes, claims and arm summaries (needle.tables, needle.summary) -------------
+# runs.csv: one row per run, its readout already computed (the contract's runs.csv).
+OUTCOME_COLUMNS = (
+    "experiment",
+    "dataset",
+    "model",
+    "seed",
+    "arm",
+    "relax_time",  # empty for cnn and fcn
+    "num_classes",
+    "last_epoch",
+    "diverged",  # 0 or 1
+    "divergence_reason",  # DIVERGENCE_REASONS text, empty when the run did not diverge
+    "readout_epochs",  # k: the readout is the mean over the run's last k epochs after its start
+    "test_accuracy",  # readout mean
+    "test_loss",  # readout mean
+    "validation_accuracy",  # readout mean (NaN without a validation split)
+    "final_test_accuracy",  # last logged epoch
+    "start_test_accuracy",  # epoch 0 of the run (for a relax arm: the CNN's own at t_w)
+    "projected_test_accuracy",  # readout mean; dense arms only
+    *LAYER_METRICS,  # last logged epoch, pooled layer POOLED_LAYER; dense arms only
+    "deviation_max_layer",  # last logged epoch, largest deviation of one conv-derived layer
+    "deviation_max_layer_name",
+)
+# arms.csv: one row per (arm, relax time); means over the runs that did not diverge.
+ARM_SUMMARY_COLUMNS = (
+    "experiment",
+    "arm",
+    "relax_time",
+    "n",  # runs in the means
+    "n_diverged",  # runs left out of the means (and counted against the arm in verdicts)
+    "n_missing",  # configured runs absent from runs.csv
+    "test_accuracy",
+    "test_accuracy_low",
+    "test_accuracy_high",
+    "validation_accuracy",
+    "validation_accuracy_low",
+    "validation_accuracy_high",
+    "confidence",
+    "selected_on_validation",  # True on the headline relax time of each relax arm
+)
+# summary.csv: one row per (claim, comparison, relax time).
+CLAIMS = ("1", "2", "3", "4", "5", "elcn_vs_efcn", "6")  # ids as in the paper notes
+SUMMARY_COLUMNS = (
+    "experiment",
+    "claim",
+    "statement",
+    "comparison",  # "<first arm> - <second arm>", or what claims 1 and 6 measure
+    "relax_time",
+    "measure",
+    "n",  # paired seeds (diverged runs included, at their worst value)
+    "n_diverged",  # diverged runs among them
+    "n_missing",  # configured runs without a partner or absent, listed in missing_runs
+    "missing_runs",
+    "first_mean",  # each arm's mean over its runs that did not diverge
+    "second_mean",
+    "mean_difference",
+    "ci_low",
+    "ci_high",
+    "confidence",
+    "verdict",  # of this row's interval
+    "adjusted_confidence",  # Bonferroni over the claim's relax times
+    "adjusted_ci_low",
+    "adjusted_ci_high",
+    "claim_rule",
+    "claim_verdict",  # holds / fails / undecided / not tested, the same on every row of a claim
+    "pooled_deviation",  # claim 3: the eFCN's pooled deviation beside the per-layer measure
+    "displacement_offsubspace",  # claim 3: share of the eFCN's displacement off the subspace
+    "exactness_fp64",  # claim 1: largest |logit difference| / max(1, max |logit|), fp64
+    "exactness_fp32",  # claim 1: the same in fp32 (reported, not decided on)
+    "exactness_tolerance",  # claim 1: fp64 tolerance
+    "note",  # why a claim is not tested, or what limits its verdict
+)

@@ -1,401 +1,460 @@
-"""Per-run outcomes, per-experiment summary and claim verdicts, computed from the tidy tables.
+"""An experiment's verdicts: each claim decided on paired per-seed differences, each arm's numbers.
 
-Conventions shared with `needle.plotting`:
-- A run is one (experiment, seed, arm, relax_time); cnn and fcn runs have relax_time NaN.
-- A run's *final* value is its value at its last logged epoch; *best* is the max over its logged
-  epochs, for a relax run over epochs after the relax (epochs_since_relax > 0): at relax the
-  eFCN computes exactly the CNN's function, so that row is the CNN's result, not the eFCN's.
-- A run is *diverged* when its `diverged` metric is 1 at its last row. Diverged runs are excluded
-  from every mean, sd, best and verdict, and counted separately (they are failures of the
-  optimiser at that learning rate, not results).
-- Means and sds are over seeds (sd with ddof=1; NaN with one seed).
+Inputs are validated tables (needle.tables): the resolved settings, runs.csv (one row per run, its
+readout computed), embedding.csv and, when a landscape was configured, landscape.csv. Outputs:
+- the claims table (summary.csv, names.SUMMARY_COLUMNS): one row per (claim, comparison, relax
+  time) with n, the paired mean difference, its interval, its Bonferroni-adjusted interval, the
+  row's verdict and the claim's verdict (holds / fails / undecided / not tested);
+- the arms table (arms.csv, names.ARM_SUMMARY_COLUMNS): each arm and relax time's readout test and
+  validation accuracy over the runs that did not diverge, and the headline relax time of each
+  relax arm, selected on validation accuracy only.
+
+Rules (needle.stats): diverged runs stay out of every mean but enter every paired difference at
+the measure's worst value (chance accuracy, deviation 1.0); a configured run that is absent is
+listed, never silently dropped; a claim whose arms or relax times are not configured is "not
+tested". The test set selects nothing.
 """
 
+from __future__ import annotations
+
 import math
-import os
-from pathlib import Path
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
-from needle.atomic import atomic_path as atomic_output
-from needle.atomic import atomic_write_text
+from needle import names, stats
 from needle.errors import NeedleError
 
-METRICS_COLUMNS = [
-    "experiment",
-    "dataset",
-    "model",
-    "seed",
-    "arm",
-    "relax_time",
-    "epoch",
-    "epochs_since_relax",
-    "metric",
-    "layer",
-    "value",
-]
-LANDSCAPE_COLUMNS = ["experiment", "seed", "path", "alpha", "split", "loss", "accuracy"]
-PARAMETER_COLUMNS = ["experiment", "dataset", "model", "width", "network", "parameters"]
-RUN_KEYS = ["experiment", "seed", "arm", "relax_time"]
-RELAX_ARMS = ("efcn", "elcn")
-
-# Claim 3 threshold on the final pooled deviation ||W - P(W)|| / ||W|| over all conv-derived
-# layers ("all"): 0.5 means at most half the weight norm lies off the CNN subspace, i.e. the
-# eFCN is still mostly the CNN it came from. A judgement call, not a number from the paper.
-DEFAULT_DEVIATION_THRESHOLD = 0.5
+# Claim 1: the embedding computes the CNN's function up to float64 round-off. Differences are
+# relative to the logits' scale, max(1, max |logit|), so large logits do not fail the check.
+EXACTNESS_TOLERANCE = 1e-9
+EXACTNESS_RULE = "every embedding within tolerance"
+WORST_DEVIATION = 1.0  # ||W - P(W)|| / ||W|| cannot exceed it
 
 
-# ---------------------------------------------------------------------------------------------
-# Reading and writing
-# ---------------------------------------------------------------------------------------------
-def _check_columns(frame, required, what):
-    missing = [column for column in required if column not in frame.columns]
-    if missing:
+@dataclass(frozen=True)
+class PairedClaim:
+    claim: str
+    statement: str
+    first: str  # the claim is "first - second > 0" on ``measure``
+    second: str
+    measure: str  # a runs.csv column
+    rule: str  # stats.SINGLE, stats.EVERY or stats.SOME
+    relax_times: str  # "none" (no relax arm), "all" configured, or "intermediate" (0 < t_w < CNN's)
+
+
+PAIRED_CLAIMS = (
+    PairedClaim(
+        "2",
+        "The CNN beats the standard FCN",
+        names.CNN,
+        names.FCN,
+        "test_accuracy",
+        stats.SINGLE,
+        "none",
+    ),
+    PairedClaim(
+        "3",
+        "The eFCN stays closer to the CNN subspace than the standard FCN, at every t_w",
+        names.FCN,
+        names.EFCN,
+        "deviation_max_layer",
+        stats.EVERY,
+        "all",
+    ),
+    PairedClaim(
+        "4",
+        "The eFCN beats the standard FCN at every t_w",
+        names.EFCN,
+        names.FCN,
+        "test_accuracy",
+        stats.EVERY,
+        "all",
+    ),
+    PairedClaim(
+        "5",
+        "The eFCN beats the CNN given the same extra training, at some intermediate t_w",
+        names.EFCN,
+        names.CNN_CONTINUED,
+        "test_accuracy",
+        stats.SOME,
+        "intermediate",
+    ),
+    PairedClaim(
+        "elcn_vs_efcn",
+        "The eLCN (locality kept, sharing released) beats the eFCN at every t_w",
+        names.ELCN,
+        names.EFCN,
+        "test_accuracy",
+        stats.EVERY,
+        "all",
+    ),
+)
+EXACTNESS_STATEMENT = "The embedding computes exactly the CNN's function"
+BARRIER_STATEMENT = (
+    "A train-loss barrier separates the eFCN's solution from the standard FCN's, at every t_w"
+)
+MEASURES = {
+    "test_accuracy": "readout test accuracy",
+    "deviation_max_layer": "deviation of the most deviating layer, final epoch",
+}
+
+
+class Summary(NamedTuple):
+    claims: pd.DataFrame  # summary.csv
+    arms: pd.DataFrame  # arms.csv
+
+
+def summarize(
+    settings: dict, runs: pd.DataFrame, embedding: pd.DataFrame, landscape: pd.DataFrame | None
+) -> Summary:
+    """Both tables of one experiment, from validated inputs (needle.tables.read_*)."""
+    index = RunIndex(settings, runs)
+    for table, what in ((embedding, "embedding.csv"), (landscape, "landscape.csv")):
+        _check_experiment(settings, table, what)
+    rows = _exactness_rows(settings, embedding)
+    for claim in PAIRED_CLAIMS:
+        rows += _paired_rows(claim, settings, index)
+    rows += _barrier_rows(settings, landscape)
+    claims = pd.DataFrame(rows, columns=list(names.SUMMARY_COLUMNS))
+    for column in ("relax_time", "n", "n_diverged", "n_missing"):  # empty when not tested
+        claims[column] = claims[column].astype("Int64")
+    return Summary(claims, arms_table(settings, index))
+
+
+def _check_experiment(settings, table, what) -> None:
+    if table is None or table.empty:
+        return
+    others = sorted(set(table["experiment"]) - {settings["experiment"]})
+    if others:
         raise NeedleError(
-            f"{what} lacks columns {missing}; expected the contract's columns {required}"
+            f"{what} holds experiment {others[0]!r} but settings.json is for "
+            f"{settings['experiment']!r}; pass the tables of one experiment"
         )
-    return frame
 
 
-def read_tables(paths, required, what):
-    """Read and concatenate CSVs (one path or several) and check they have `required` columns."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    frames = []
-    for path in paths:
-        if not Path(path).is_file():
+# -- the runs, indexed by (arm, relax time) --------------------------------------------------------
+def configured_runs(settings: dict) -> list[tuple[str, int | None]]:
+    """Every configured (arm, relax time): cnn and fcn without one, then each relax arm's."""
+    relax = settings["relax"]
+    keys = [(names.CNN, None), (names.FCN, None)]
+    return keys + [
+        (arm, time)
+        for arm in names.RELAX_ARMS
+        if arm in relax["arms"]
+        for time in sorted(relax["relax_times"])
+    ]
+
+
+class RunIndex:
+    """runs.csv checked against the settings and looked up by (arm, relax time) and seed."""
+
+    def __init__(self, settings: dict, runs: pd.DataFrame):
+        self.seeds = sorted(settings["seeds"])
+        self.rows: dict[tuple[str, int | None], dict[int, pd.Series]] = {}
+        _check_experiment(settings, runs, "runs.csv")
+        readout = settings["comparison"]["readout_epochs"]
+        other = runs.loc[runs["readout_epochs"] != readout, "readout_epochs"]
+        if len(other):
             raise NeedleError(
-                f"{what} {path} does not exist; run the workflow stage that writes it first"
+                f"runs.csv was read out over {int(other.iloc[0])} epochs but the settings say "
+                f"comparison.readout_epochs = {readout}; rerun aggregate_metrics"
             )
-        try:
-            frame = pd.read_csv(path)
-        except pd.errors.EmptyDataError:  # a zero-byte file: a table with no rows
-            frame = pd.DataFrame(columns=required)
-        frames.append(_check_columns(frame, required, f"{what} {path}"))
-    if not frames:
-        raise NeedleError(f"no {what} given; pass at least one CSV path")
-    return pd.concat(frames, ignore_index=True)
+        configured = set(configured_runs(settings))
+        for _, row in runs.iterrows():
+            relax_time = None if pd.isna(row["relax_time"]) else int(row["relax_time"])
+            key = (row["arm"], relax_time)
+            if key not in configured or int(row["seed"]) not in self.seeds:
+                raise NeedleError(
+                    "runs.csv has a run the settings do not configure "
+                    f"({describe_run(*key, int(row['seed']))}); "
+                    "rerun aggregate_metrics for this experiment's settings"
+                )
+            self.rows.setdefault(key, {})[int(row["seed"])] = row
+
+    def outcomes(self, arm: str, relax_time, measure: str) -> dict[int, stats.Outcome]:
+        return {
+            seed: stats.Outcome(float(row[measure]), bool(row["diverged"]))
+            for seed, row in self.rows.get((arm, relax_time), {}).items()
+        }
+
+    def healthy(self, arm: str, relax_time, column: str) -> list[float]:
+        """``column`` of the runs that did not diverge (the values every mean is taken over)."""
+        rows = self.rows.get((arm, relax_time), {}).values()
+        return [float(row[column]) for row in rows if not row["diverged"]]
+
+    def missing(self, arm: str, relax_time) -> list[str]:
+        present = self.rows.get((arm, relax_time), {})
+        return [describe_run(arm, relax_time, seed) for seed in self.seeds if seed not in present]
 
 
-def read_metrics(paths):
-    """The tidy metrics table(s) as one DataFrame (contract: results/<exp>/metrics.csv)."""
-    return normalize_metrics(read_tables(paths, METRICS_COLUMNS, "metrics table"))
+def describe_run(arm: str, relax_time, seed: int) -> str:
+    at = "" if relax_time is None else f" t_w={relax_time}"
+    return f"{arm}{at} seed {seed}"
 
 
-def normalize_metrics(metrics):
-    """Check columns and give numeric columns numeric dtypes (CSV round trips keep them as text
-    when a column is entirely empty)."""
-    metrics = _check_columns(metrics, METRICS_COLUMNS, "metrics table")
-    numeric = ("seed", "relax_time", "epoch", "epochs_since_relax", "value")
-    if all(metrics[column].dtype == "float64" for column in numeric):
-        return metrics  # already normalised: figures call this often, skip the copy
-    metrics = metrics.copy()
-    for column in numeric:
-        # float64 even from nullable Int64 (the aggregator's relax_time): NA becomes NaN, which
-        # groupby(dropna=False) and the isnan checks below treat as "no relax time".
-        metrics[column] = pd.to_numeric(metrics[column], errors="coerce").astype("float64")
-    unknown = set(metrics["arm"].dropna()) - {"cnn", "fcn", *RELAX_ARMS}
-    if unknown:
-        raise NeedleError(
-            f"metrics table has unknown arms {sorted(unknown)}; arms are cnn, fcn, efcn, elcn"
+# -- claims 2-5 and eLCN vs eFCN: paired differences -----------------------------------------------
+def not_tested_reason(claim: PairedClaim, settings: dict) -> str:
+    """Why ``claim`` cannot be tested with these settings ("" when it can)."""
+    arms = {names.CNN, names.FCN, *settings["relax"]["arms"]}
+    absent = [names.ARM_LABELS[arm] for arm in (claim.first, claim.second) if arm not in arms]
+    if absent:
+        return f"no {' or '.join(absent)} arm configured (relax.arms)"
+    if not claim_relax_times(claim, settings):
+        return (
+            f"no intermediate t_w configured (0 < t_w < cnn.epochs = {settings['cnn']['epochs']})"
         )
-    return metrics
+    return ""
 
 
-def write_text_atomic(path, text):
-    atomic_write_text(path, text)
+def claim_relax_times(claim: PairedClaim, settings: dict) -> list[int | None]:
+    if claim.relax_times == "none":
+        return [None]
+    times = sorted(settings["relax"]["relax_times"])
+    if claim.relax_times == "intermediate":
+        return [time for time in times if 0 < time < settings["cnn"]["epochs"]]
+    return times
 
 
-def write_csv_atomic(path, frame):
-    with atomic_output(path) as temporary:
-        frame.to_csv(temporary, index=False)
+def _not_tested(claim: str, statement: str, reason: str) -> list[dict]:
+    return [
+        {
+            "claim": claim,
+            "statement": statement,
+            "verdict": stats.NOT_TESTED,
+            "claim_verdict": stats.NOT_TESTED,
+            "note": reason,
+        }
+    ]
 
 
-# ---------------------------------------------------------------------------------------------
-# Per-run outcomes
-# ---------------------------------------------------------------------------------------------
-def run_outcomes(metrics):
-    """One row per run: final/best test accuracy, final projected accuracy, final pooled
-    deviation ("all" layer), last epoch, and whether the run diverged."""
-    metrics = normalize_metrics(metrics)
-    plain = metrics[metrics["layer"].isna()]
-    last_epoch = metrics.groupby(RUN_KEYS, dropna=False)["epoch"].max().rename("last_epoch")
-
-    def at_last(frame, name):
-        frame = frame.join(last_epoch, on=RUN_KEYS)
-        frame = frame[frame["epoch"] == frame["last_epoch"]]
-        return frame.groupby(RUN_KEYS, dropna=False)["value"].last().rename(name)
-
-    def metric(name):
-        return plain[plain["metric"] == name]
-
-    test = metric("test_accuracy")
-    deviation_all = metrics[(metrics["metric"] == "deviation") & (metrics["layer"] == "all")]
-    outcome = pd.concat(
-        [
-            metrics.groupby(RUN_KEYS, dropna=False)[["dataset", "model"]].first(),
-            last_epoch,
-            at_last(test, "final_test_accuracy"),
-            test[~(test["epochs_since_relax"] <= 0)]  # NaN (cnn, fcn) kept
-            .groupby(RUN_KEYS, dropna=False)["value"]
-            .max()
-            .rename("best_test_accuracy"),
-            at_last(metric("projected_test_accuracy"), "final_projected_test_accuracy"),
-            at_last(deviation_all, "final_deviation_all"),
-            at_last(metric("diverged"), "diverged"),
-        ],
-        axis=1,
-    ).reset_index()
-    outcome["diverged"] = outcome["diverged"].fillna(0).astype(float) >= 0.5
-    return outcome.sort_values(RUN_KEYS, na_position="first", ignore_index=True)
-
-
-def arm_statistics(outcomes, value="final_test_accuracy"):
-    """Mean, sd and count over seeds of `value` per (experiment, arm, relax_time), diverged runs
-    excluded; `diverged` counts the excluded runs."""
-    keys = ["experiment", "arm", "relax_time"]
-    kept = outcomes[~outcomes["diverged"]]
-    statistics = kept.groupby(keys, dropna=False)[value].agg(mean="mean", sd="std", n="count")
-    diverged = outcomes[outcomes["diverged"]].groupby(keys, dropna=False).size().rename("diverged")
-    table = statistics.join(diverged, how="outer").reset_index()
-    table["n"] = table["n"].fillna(0).astype(int)
-    table["diverged"] = table["diverged"].fillna(0).astype(int)
-    return table.sort_values(keys, na_position="first", ignore_index=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Summary and verdicts
-# ---------------------------------------------------------------------------------------------
-def _verdict(value):
-    """A nullable boolean: NA where the data cannot decide the claim."""
-    return pd.NA if value is None else bool(value)
-
-
-def _summarize_experiment(experiment, outcomes, cnn_max_epoch, deviation_threshold):
-    statistics = arm_statistics(outcomes)
-    by_arm = {arm: statistics[statistics["arm"] == arm] for arm in ("cnn", "fcn", *RELAX_ARMS)}
-    row = {
-        "experiment": experiment,
-        "dataset": outcomes["dataset"].iloc[0],
-        "model": outcomes["model"].iloc[0],
-    }
-    for arm in ("cnn", "fcn"):
-        found = by_arm[arm][by_arm[arm]["n"] > 0]
-        row[f"{arm}_mean"] = found["mean"].iloc[0] if len(found) else np.nan
-        row[f"{arm}_sd"] = found["sd"].iloc[0] if len(found) else np.nan
-        row[f"{arm}_seeds"] = int(found["n"].iloc[0]) if len(found) else 0
-    for arm in RELAX_ARMS:
-        found = by_arm[arm][by_arm[arm]["n"] > 0]
-        best = found.loc[found["mean"].idxmax()] if len(found) else None
-        row[f"best_{arm}_tw"] = best["relax_time"] if best is not None else np.nan
-        row[f"best_{arm}_mean"] = best["mean"] if best is not None else np.nan
-        row[f"best_{arm}_sd"] = best["sd"] if best is not None else np.nan
-
-    # Claim 4: every t_w with results beats the FCN (compared on means over seeds).
-    efcn = by_arm["efcn"]
-    tested = efcn[efcn["n"] > 0]
-    worst = tested.loc[tested["mean"].idxmin()] if len(tested) else None
-    decidable = worst is not None and not math.isnan(row["fcn_mean"])
-    row["claim4_efcn_beats_fcn_every_tw"] = _verdict(
-        worst["mean"] > row["fcn_mean"] if decidable else None
+def _paired_rows(claim: PairedClaim, settings: dict, index: RunIndex) -> list[dict]:
+    reason = not_tested_reason(claim, settings)
+    if reason:
+        return _with_experiment(settings, _not_tested(claim.claim, claim.statement, reason))
+    confidence = settings["comparison"]["confidence"]
+    chance = 1 / names.DATASETS[settings["dataset"]].num_classes
+    worst = WORST_DEVIATION if claim.measure.startswith("deviation") else chance
+    sides = []
+    for time in claim_relax_times(claim, settings):
+        first = (claim.first, time if claim.first in names.RELAX_ARMS else None)
+        second = (claim.second, time if claim.second in names.RELAX_ARMS else None)
+        sides.append((time, first, second))
+    pairs = [
+        stats.paired_differences(
+            index.outcomes(*first, claim.measure),
+            index.outcomes(*second, claim.measure),
+            diverged_value=worst,
+        )
+        for _, first, second in sides
+    ]
+    tested, claim_verdict = stats.decide(
+        [pair.differences for pair in pairs], claim.rule, confidence
     )
-    row["claim4_worst_efcn_tw"] = worst["relax_time"] if worst is not None else np.nan
-    row["claim4_worst_efcn_mean"] = worst["mean"] if worst is not None else np.nan
-    row["claim4_tw_without_results"] = " ".join(
-        f"{t:g}" for t in efcn.loc[efcn["n"] == 0, "relax_time"]
-    )
-
-    # Claim 5: some intermediate t_w (0 < t_w < the CNN's last epoch) beats the CNN.
-    intermediate = tested[(tested["relax_time"] > 0) & (tested["relax_time"] < cnn_max_epoch)]
-    best = intermediate.loc[intermediate["mean"].idxmax()] if len(intermediate) else None
-    decidable = best is not None and not math.isnan(row["cnn_mean"])
-    row["claim5_intermediate_efcn_beats_cnn"] = _verdict(
-        best["mean"] > row["cnn_mean"] if decidable else None
-    )
-    row["claim5_best_intermediate_tw"] = best["relax_time"] if best is not None else np.nan
-    row["claim5_best_intermediate_mean"] = best["mean"] if best is not None else np.nan
-
-    # Claim 3: the largest final pooled deviation over finished eFCN runs stays below threshold.
-    finished = outcomes[(outcomes["arm"] == "efcn") & ~outcomes["diverged"]][
-        "final_deviation_all"
-    ].dropna()
-    largest = finished.max() if len(finished) else np.nan
-    row["claim3_deviation_small"] = _verdict(
-        largest < deviation_threshold if len(finished) else None
-    )
-    row["claim3_max_final_deviation"] = largest
-    row["claim3_threshold"] = deviation_threshold
-
-    row["runs"] = len(outcomes)
-    row["diverged_runs"] = int(outcomes["diverged"].sum())
-    row["diverged_run_list"] = " ".join(
-        f"{r.arm}/tw{r.relax_time:g}/seed{r.seed:g}"
-        if not math.isnan(r.relax_time)
-        else f"{r.arm}/seed{r.seed:g}"
-        for r in outcomes[outcomes["diverged"]].itertuples()
-    )
-    return row
-
-
-VERDICT_COLUMNS = [
-    "claim3_deviation_small",
-    "claim4_efcn_beats_fcn_every_tw",
-    "claim5_intermediate_efcn_beats_cnn",
-]
-
-
-def summarize(metrics_df, deviation_threshold=DEFAULT_DEVIATION_THRESHOLD):
-    """One row per experiment: CNN, FCN, best eFCN (and its t_w), best eLCN final test accuracy
-    (mean, sd over seeds; fractions), claim verdicts with the numbers that decide them, and the
-    count of diverged runs (excluded from everything else).
-
-    Verdicts (nullable booleans; NA when the table lacks the arms that decide them):
-    - claim3_deviation_small: max over finished eFCN runs of the final deviation of layer "all"
-      < deviation_threshold (default 0.5, a fraction of ||W||).
-    - claim4_efcn_beats_fcn_every_tw: min over t_w of mean final eFCN accuracy > mean FCN
-      accuracy. t_w values whose runs all diverged are listed in claim4_tw_without_results.
-    - claim5_intermediate_efcn_beats_cnn: max over 0 < t_w < (CNN's last epoch) of mean final
-      eFCN accuracy > mean CNN accuracy.
-    """
-    outcomes = run_outcomes(metrics_df)
-    if outcomes.empty:
-        raise NeedleError("metrics table has no rows; run the metrics stage on finished runs first")
-    metrics_epochs = normalize_metrics(metrics_df)
+    note = ""
+    if claim.relax_times == "intermediate":
+        note = f"intermediate t_w only: 0 < t_w < {settings['cnn']['epochs']} (the CNN's epochs)"
     rows = []
-    for experiment, group in outcomes.groupby("experiment", sort=True):
-        cnn_epochs = metrics_epochs.loc[
-            (metrics_epochs["experiment"] == experiment) & (metrics_epochs["arm"] == "cnn"), "epoch"
+    for (time, first, second), pair, test in zip(sides, pairs, tested):
+        missing = index.missing(*first) + index.missing(*second)
+        row = {
+            "claim": claim.claim,
+            "statement": claim.statement,
+            "comparison": f"{claim.first} - {claim.second}",
+            "relax_time": time,
+            "measure": MEASURES[claim.measure],
+            "n": test.interval.n,
+            "n_diverged": pair.n_diverged,
+            "n_missing": len(missing),
+            "missing_runs": "; ".join(missing),
+            "first_mean": _mean(index.healthy(*first, claim.measure)),
+            "second_mean": _mean(index.healthy(*second, claim.measure)),
+            **_interval_columns(test, confidence),
+            "claim_rule": claim.rule,
+            "claim_verdict": claim_verdict,
+            "note": note,
+        }
+        if claim.claim == "3":  # the eFCN's pooled numbers beside its most deviating layer
+            row["pooled_deviation"] = _mean(index.healthy(*second, "deviation"))
+            row["displacement_offsubspace"] = _mean(
+                index.healthy(*second, "displacement_offsubspace")
+            )
+        rows.append(row)
+    return _with_experiment(settings, rows)
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _interval_columns(test: stats.Tested, confidence: float) -> dict:
+    return {
+        "mean_difference": test.interval.mean,
+        "ci_low": test.interval.low,
+        "ci_high": test.interval.high,
+        "confidence": confidence,
+        "verdict": test.verdict,
+        "adjusted_confidence": test.adjusted_confidence,
+        "adjusted_ci_low": test.adjusted.low,
+        "adjusted_ci_high": test.adjusted.high,
+    }
+
+
+def _with_experiment(settings: dict, rows: list[dict]) -> list[dict]:
+    return [{"experiment": settings["experiment"], **row} for row in rows]
+
+
+# -- claim 1: exactness of every embedding ---------------------------------------------------------
+def _exactness_rows(settings: dict, embedding: pd.DataFrame) -> list[dict]:
+    arms = [arm for arm in names.EMBEDDED_ARMS if arm in settings["relax"]["arms"]]
+    if not arms:
+        return _with_experiment(
+            settings, _not_tested("1", EXACTNESS_STATEMENT, "no embedded arm configured")
+        )
+    times = sorted(settings["relax"]["relax_times"])
+    rows = []
+    for arm in arms:
+        records = embedding[embedding["arm"] == arm]
+        present = set(zip(records["seed"].astype(int), records["relax_time"].astype(int)))
+        missing = [
+            f"{arm} t_w={time} seed {seed} (embedding record)"
+            for time in times
+            for seed in sorted(settings["seeds"])
+            if (seed, time) not in present
         ]
-        cnn_max_epoch = cnn_epochs.max() if len(cnn_epochs) else np.inf
-        rows.append(_summarize_experiment(experiment, group, cnn_max_epoch, deviation_threshold))
-    summary = pd.DataFrame(rows)
-    for column in VERDICT_COLUMNS:
-        summary[column] = summary[column].astype("boolean")
-    return summary
+        scale = np.maximum(1.0, records["max_abs_logit"].to_numpy(dtype=float))
+        # A checkpoint whose own logits are not finite (a diverged CNN) has nothing to match.
+        checked = np.isfinite(scale)
+        fp64 = np.nan_to_num(
+            records["max_abs_logit_difference_fp64"].to_numpy(dtype=float) / scale, nan=np.inf
+        )[checked]
+        fp32 = np.nan_to_num(
+            records["max_abs_logit_difference_fp32"].to_numpy(dtype=float) / scale, nan=np.inf
+        )[checked]
+        if (fp64 > EXACTNESS_TOLERANCE).any():
+            verdict = stats.FAILS
+        elif missing or not len(fp64):
+            verdict = stats.UNDECIDED
+        else:
+            verdict = stats.HOLDS
+        rows.append(
+            {
+                "claim": "1",
+                "statement": EXACTNESS_STATEMENT,
+                "comparison": f"{arm} logits vs cnn logits",
+                "measure": "max |logit difference| / max(1, max |logit|) on held-out images",
+                "n": int(checked.sum()),
+                "n_diverged": int((~checked).sum()),
+                "n_missing": len(missing),
+                "missing_runs": "; ".join(missing),
+                "verdict": verdict,
+                "claim_rule": EXACTNESS_RULE,
+                "exactness_fp64": float(fp64.max()) if len(fp64) else math.nan,
+                "exactness_fp32": float(fp32.max()) if len(fp32) else math.nan,
+                "exactness_tolerance": EXACTNESS_TOLERANCE,
+                "note": "decided in float64; float32 reported",
+            }
+        )
+    verdicts = {row["verdict"] for row in rows}
+    claim_verdict = (
+        stats.FAILS
+        if stats.FAILS in verdicts
+        else stats.HOLDS
+        if verdicts == {stats.HOLDS}
+        else stats.UNDECIDED
+    )
+    for row in rows:
+        row["claim_verdict"] = claim_verdict
+    return _with_experiment(settings, rows)
 
 
-# ---------------------------------------------------------------------------------------------
-# Markdown
-# ---------------------------------------------------------------------------------------------
-def format_accuracy(mean, sd=np.nan):
-    """'74.3 ± 0.8 %' from fractions; '—' where there is no value."""
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)) or pd.isna(mean):
-        return "—"
-    if sd is None or pd.isna(sd):
-        return f"{100 * mean:.1f} %"
-    return f"{100 * mean:.1f} ± {100 * sd:.1f} %"
-
-
-def _format_tw(value):
-    return "—" if pd.isna(value) else f"{value:g}"
-
-
-def _format_number(value):
-    return "—" if pd.isna(value) else f"{value:.3f}"
-
-
-def _format_verdict(value):
-    return "undecided" if pd.isna(value) else ("**yes**" if value else "**no**")
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def summary_markdown(summary):
-    """A one-page markdown summary: accuracies per experiment, then one line per claim verdict
-    with the numbers that decide it."""
-    accuracy_rows = [
-        [
-            r["experiment"],
-            f"{r['dataset']} / {r['model']}",
-            format_accuracy(r["cnn_mean"], r["cnn_sd"]),
-            format_accuracy(r["fcn_mean"], r["fcn_sd"]),
-            f"{format_accuracy(r['best_efcn_mean'], r['best_efcn_sd'])} (t_w={_format_tw(r['best_efcn_tw'])})",
-            f"{format_accuracy(r['best_elcn_mean'], r['best_elcn_sd'])} (t_w={_format_tw(r['best_elcn_tw'])})",
-            f"{r['diverged_runs']} of {r['runs']}",
-        ]
-        for _, r in summary.iterrows()
+# -- claim 6: a train-loss barrier on the path from the eFCN to the standard FCN -------------------
+def _barrier_rows(settings: dict, landscape: pd.DataFrame | None) -> list[dict]:
+    times = sorted(settings["landscape"]["relax_times"])
+    if not times:
+        reason = "no landscape configured (landscape.relax_times is empty)"
+        return _with_experiment(settings, _not_tested("6", BARRIER_STATEMENT, reason))
+    if landscape is None:
+        landscape = pd.DataFrame(columns=list(names.LANDSCAPE_COLUMNS))
+    paths = landscape[(landscape["path_kind"] == "final_to_fcn") & (landscape["split"] == "train")]
+    confidence = settings["comparison"]["confidence"]
+    barriers, diverged, missing = [], [], []
+    for time in times:
+        values, broken, absent = [], 0, []
+        for seed in sorted(settings["seeds"]):
+            path = paths[(paths["seed"] == seed) & (paths["start_relax_time"] == time)]
+            if path.empty:
+                absent.append(f"landscape efcn t_w={time} -> fcn seed {seed}")
+            elif path["diverged"].any():  # no basin to show: the least favourable barrier, none
+                values.append(0.0)
+                broken += 1
+            else:
+                path = path.sort_values("alpha")
+                ends = max(path["loss"].iloc[0], path["loss"].iloc[-1])
+                values.append(float(path["loss"].max() - ends))
+        barriers.append(values)
+        diverged.append(broken)
+        missing.append(absent)
+    tested, claim_verdict = stats.decide(barriers, stats.EVERY, confidence)
+    rows = [
+        {
+            "claim": "6",
+            "statement": BARRIER_STATEMENT,
+            "comparison": "efcn final -> fcn final",
+            "relax_time": time,
+            "measure": "train loss: max along the path - the larger end",
+            "n": test.interval.n,
+            "n_diverged": broken,
+            "n_missing": len(absent),
+            "missing_runs": "; ".join(absent),
+            **_interval_columns(test, confidence),
+            "claim_rule": stats.EVERY,
+            "claim_verdict": claim_verdict,
+            "note": "a barrier is never negative: this claim holds or stays undecided",
+        }
+        for time, test, broken, absent in zip(times, tested, diverged, missing)
     ]
-    claim_rows = []
-    for _, r in summary.iterrows():
-        claim_rows.append(
-            [
-                r["experiment"],
-                "3: eFCN stays close to the CNN subspace",
-                _format_verdict(r["claim3_deviation_small"]),
-                f"largest final deviation (all layers) {_format_number(r['claim3_max_final_deviation'])} "
-                f"vs threshold {r['claim3_threshold']:g}",
-            ]
-        )
-        untested = (
-            f"; t_w without finished runs: {r['claim4_tw_without_results']}"
-            if r["claim4_tw_without_results"]
-            else ""
-        )
-        claim_rows.append(
-            [
-                r["experiment"],
-                "4: eFCN beats the standard FCN at every t_w",
-                _format_verdict(r["claim4_efcn_beats_fcn_every_tw"]),
-                f"worst eFCN {format_accuracy(r['claim4_worst_efcn_mean'])} (t_w={_format_tw(r['claim4_worst_efcn_tw'])}) "
-                f"vs FCN {format_accuracy(r['fcn_mean'])}{untested}",
-            ]
-        )
-        claim_rows.append(
-            [
-                r["experiment"],
-                "5: some intermediate t_w eFCN beats the CNN",
-                _format_verdict(r["claim5_intermediate_efcn_beats_cnn"]),
-                f"best intermediate eFCN {format_accuracy(r['claim5_best_intermediate_mean'])} "
-                f"(t_w={_format_tw(r['claim5_best_intermediate_tw'])}) vs CNN {format_accuracy(r['cnn_mean'])}",
-            ]
-        )
-    diverged = [
-        f"- {r['experiment']}: {r['diverged_run_list']}"
-        for _, r in summary.iterrows()
-        if r["diverged_runs"]
-    ]
-    parts = [
-        "# needle: summary",
-        "",
-        "Final test accuracy, mean ± sd over seeds. Best eFCN/eLCN: the relax time t_w with the "
-        "highest mean. Diverged runs (diverged = 1 at their last logged epoch) are excluded from "
-        "every number and verdict and only counted here.",
-        "",
-        markdown_table(
-            [
-                "experiment",
-                "data / model",
-                "CNN",
-                "standard FCN",
-                "best eFCN",
-                "best eLCN",
-                "diverged runs",
-            ],
-            accuracy_rows,
-        ),
-        "",
-        "## Claims (verdicts computed from the numbers)",
-        "",
-        markdown_table(["experiment", "claim", "holds", "deciding numbers"], claim_rows),
-        "",
-        "Claim 5 counts only intermediate relax times, 0 < t_w < the CNN's last epoch. Claim 3's "
-        "deviation is ‖W − P(W)‖ / ‖W‖ pooled over all conv-derived layers at the run's last epoch.",
-    ]
-    if diverged:
-        parts += ["", "Diverged runs:", "", *diverged]
-    return "\n".join(parts) + "\n"
+    return _with_experiment(settings, rows)
 
 
-def write_summary(
-    metrics_df, csv_path, markdown_path, deviation_threshold=DEFAULT_DEVIATION_THRESHOLD
-):
-    """Compute `summarize` and write it as CSV and markdown (atomically); return the DataFrame."""
-    summary = summarize(metrics_df, deviation_threshold=deviation_threshold)
-    write_csv_atomic(csv_path, summary)
-    write_text_atomic(markdown_path, summary_markdown(summary))
-    return summary
+# -- arms.csv --------------------------------------------------------------------------------------
+def arms_table(settings: dict, index: RunIndex) -> pd.DataFrame:
+    """Readout accuracies per (arm, relax time) over the runs that did not diverge, and the
+    headline relax time of each relax arm: the highest mean validation accuracy, a diverged run
+    counted at chance. No validation split: nothing is selected."""
+    confidence = settings["comparison"]["confidence"]
+    chance = 1 / names.DATASETS[settings["dataset"]].num_classes
+    rows, scores = [], {}
+    for arm, time in configured_runs(settings):
+        test = stats.t_interval(index.healthy(arm, time, "test_accuracy"), confidence)
+        validation = stats.t_interval(index.healthy(arm, time, "validation_accuracy"), confidence)
+        outcomes = index.outcomes(arm, time, "validation_accuracy")
+        rows.append(
+            {
+                "experiment": settings["experiment"],
+                "arm": arm,
+                "relax_time": time,
+                "n": len(index.healthy(arm, time, "test_accuracy")),
+                "n_diverged": sum(outcome.diverged for outcome in outcomes.values()),
+                "n_missing": len(index.missing(arm, time)),
+                "test_accuracy": test.mean,
+                "test_accuracy_low": test.low,
+                "test_accuracy_high": test.high,
+                "validation_accuracy": validation.mean,
+                "validation_accuracy_low": validation.low,
+                "validation_accuracy_high": validation.high,
+                "confidence": confidence,
+                "selected_on_validation": False,
+            }
+        )
+        if arm in names.RELAX_ARMS and outcomes and settings["validation_size"] > 0:
+            values = [chance if o.diverged else o.value for o in outcomes.values()]
+            if all(math.isfinite(value) for value in values):
+                scores.setdefault(arm, []).append((float(np.mean(values)), -time, len(rows) - 1))
+    for candidates in scores.values():
+        rows[max(candidates)[2]]["selected_on_validation"] = True  # ties: the earliest t_w
+    table = pd.DataFrame(rows, columns=list(names.ARM_SUMMARY_COLUMNS))
+    table["relax_time"] = table["relax_time"].astype("Int64")
+    return table
