@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection, PathCollection
+from plot_sweep import differing_settings
 
 from needle import names
 from needle.errors import NeedleError
@@ -26,7 +27,6 @@ from needle.plotting import (
     Experiment,
     accuracy_vs_relax_time,
     deviation,
-    differing_settings,
     draw_all,
     gain_vs_setting,
     landscape,
@@ -364,6 +364,27 @@ def test_the_log_loss_axis_has_at_least_four_labels(tables):
     assert len(labels) >= 4
 
 
+def test_long_runs_are_drawn_at_log_spaced_epochs_and_at_their_last_epoch():
+    settings = make_settings(seeds=(0, 1), arms=())
+    lengths = {names.CNN: 100, names.FCN: 57}
+    metrics = pd.DataFrame(
+        [
+            dict(experiment="synthetic", dataset="fashion-mnist", model="skinny", seed=seed)
+            | dict(arm=arm, relax_time=None, epoch=epoch, epochs_since_relax=epoch)
+            | dict(metric="test_accuracy", layer=None, value=0.5)
+            for arm, last in lengths.items()
+            for seed in (0, 1)
+            for epoch in range(last + 1)
+        ],
+        columns=names.TIDY_COLUMNS,
+    )
+    runs = make_runs(settings).assign(last_epoch=lambda runs: runs["arm"].map(lengths))
+    accuracy = learning_curves(metrics, runs, Experiment.from_settings(settings)).axes[0]
+    log_spaced = [0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 12, 14, 17, 20, 23, 28, 32, 38, 45, 52, 62, 72, 85]
+    assert list(labelled_line(accuracy, "CNN").get_xdata()) == [*log_spaced, 100]
+    assert list(labelled_line(accuracy, "standard FCN").get_xdata()) == [*log_spaced[:20], 57]
+
+
 def test_a_diverged_run_is_a_thin_grey_line_of_its_own_not_part_of_the_mean(tables):
     settings = tables["settings"]
     lost = {(names.EFCN, 2, 0)}
@@ -541,12 +562,12 @@ def test_every_figure_has_a_caption_in_the_report():
 
 
 def test_tables_that_do_not_match_their_settings_are_refused_in_one_line(tables, tmp_path):
-    with pytest.raises(NeedleError, match=r"relax times \[5\.0\]"):
+    with pytest.raises(NeedleError, match=r"relax times \[5\.0\] are not in settings.json"):
         runs = tables["runs"].replace({"relax_time": {8: 5}})
         draw_all(
             tables["settings"], tables["metrics"], runs, None, make_parameter_counts(), tmp_path
         )
-    with pytest.raises(NeedleError, match="no row in runs.csv"):
+    with pytest.raises(NeedleError, match="missing from runs.csv"):
         learning_curves(tables["metrics"], tables["runs"].iloc[1:], tables["experiment"])
     folder = write_tables(
         tmp_path, tables["settings"], tables["runs"].drop(columns="diverged"), tables["metrics"]
@@ -591,6 +612,7 @@ def test_a_sweep_is_refused_unless_the_experiments_differ_in_exactly_that_settin
         make_settings("large", train_size=5000, width=8),
     )
     assert differing_settings([small, large]) == ["train_size", "width"]
+    assert differing_settings([small, make_settings("other", train_size=500)]) == []
     arguments = []
     for settings in (small, large):
         folder = write_tables(

@@ -47,7 +47,9 @@ PROBED = {"test_accuracy": "as trained", "projected_test_accuracy": "P(net) read
 PATH_TITLES = ("eFCN at embedding → final", "eFCN final → standard FCN final", "eFCN → eFCN")
 PATH_TITLES = dict(zip(names.LANDSCAPE_PATH_KINDS, PATH_TITLES))
 # The columns of runs.csv that the figures read.
-RUNS_COLUMNS = (*names.RUN_KEYS, "num_classes", "diverged", "start_test_accuracy", *PROBED)
+RUNS_COLUMNS = (*names.RUN_KEYS, "num_classes", "last_epoch", "diverged", "start_test_accuracy")
+RUNS_COLUMNS += tuple(PROBED)
+CURVE_POINTS = 30  # log-spaced epochs per curve: even on a symlog axis, and quick to draw
 
 
 # -- the experiment a figure describes --------------------------------------------------------------
@@ -82,9 +84,7 @@ class Experiment:
     @classmethod
     def from_settings(cls, settings: Mapping) -> Experiment:
         if "experiment" not in settings or settings.get("dataset") not in names.DATASETS:
-            raise NeedleError(
-                "settings lack 'experiment' or a known 'dataset': rerun write_settings"
-            )
+            raise NeedleError("settings lack an experiment or a known dataset: rerun its rule")
         facts = names.DATASETS[settings["dataset"]]
         relax_times = _setting(settings, "relax.relax_times")
         if relax_times == "all":
@@ -92,13 +92,12 @@ class Experiment:
                 _setting(settings, "cnn.epochs"), _setting(settings, "cnn.checkpoint_points")
             )
         size, canvas = _setting(settings, "train_size"), _setting(settings, "canvas_size")
-        description = [f"{facts.label}, {_setting(settings, 'model')}"]
-        description[0] += f" width {_setting(settings, 'width')}"
-        description.append(f"{size:,} training images" if size else "full training set")
-        description += [f"{canvas}×{canvas} canvas"] if canvas else []
+        model = f"{_setting(settings, 'model')} width {_setting(settings, 'width')}"
+        images = f"{size:,} training images" if size else "full training set"
+        canvas = f", {canvas}×{canvas} canvas" if canvas else ""
         return cls(
             name=str(settings["experiment"]),
-            description=", ".join(description),
+            description=f"{facts.label}, {model}, {images}{canvas}",
             seeds=len(_setting(settings, "seeds")),
             confidence=float(_setting(settings, "comparison.confidence")),
             chance=1 / facts.num_classes,
@@ -108,6 +107,11 @@ class Experiment:
     @property
     def errorbar(self):
         return stats.errorbar(self.confidence)
+
+    @property
+    def curve_errorbar(self):
+        """Bands on the per-t_w curves only while they are few enough not to hide each other."""
+        return self.errorbar if len(self.relax_colours) <= 4 else None
 
     def title(self, what: str) -> str:
         interval = f"mean and {self.confidence:.0%} t-interval over seeds"
@@ -134,16 +138,18 @@ def read_settings(path) -> dict:
         raise NeedleError(f"cannot read the settings {path} ({error}): rerun its rule") from None
 
 
-def _split_diverged(table: pd.DataFrame, runs: pd.DataFrame):
-    """(rows of runs that did not diverge, rows of runs that did), matched on names.RUN_KEYS."""
+def _curves(table: pd.DataFrame, runs: pd.DataFrame):
+    """(rows of runs that did not diverge, rows of runs that did) at the epochs a curve shows:
+    CURVE_POINTS log-spaced epochs since each run's start, as the authors logged, and its last."""
     keys = list(names.RUN_KEYS)
-    marked = table.merge(runs[[*keys, "diverged"]], on=keys, how="left", indicator=True)
+    outcome = runs[[*keys, "diverged", "last_epoch"]]
+    marked = table.merge(outcome, on=keys, how="left", indicator=True)
     orphans = marked.loc[marked["_merge"] == "left_only", keys]
     if len(orphans):
-        raise NeedleError(
-            f"run {orphans.iloc[0].to_dict()} has metrics but no row in runs.csv: "
-            "rerun aggregate_metrics"
-        )
+        raise NeedleError(f"run {orphans.iloc[0].to_dict()} is missing from runs.csv: rerun it")
+    since = marked["epochs_since_relax"]
+    shown = checkpoint_epochs(int(since.max()) if len(since) else 0, CURVE_POINTS)
+    marked = marked[since.isin(shown) | (marked["epoch"] == marked["last_epoch"])]
     return marked[marked["diverged"] == 0], marked[marked["diverged"] != 0]
 
 
@@ -275,11 +281,9 @@ def accuracy_vs_relax_time(runs: pd.DataFrame, experiment: Experiment):
         style = dict(color=ARM_COLOURS[arm], marker=ARM_MARKERS[arm], label=names.ARM_LABELS[arm])
         with _nudged(ax, 5 * (index - 1)):
             _line(ax, mine, "relax_time", "test_accuracy", errorbar, err_style="bars", **style)
-            if len(lost):
-                chance, label = [experiment.chance] * len(lost), f"{style['label']}: diverged run"
-                ax.scatter(
-                    lost["relax_time"], chance, color=style["color"], marker="x", label=label
-                )
+            label = f"{style['label']}: diverged run" if len(lost) else None  # no empty entry
+            chance = np.full(len(lost), experiment.chance)
+            ax.scatter(lost["relax_time"], chance, color=style["color"], marker="x", label=label)
     _epoch_axis(ax, "relax time t_w (epochs, symlog scale)", list(experiment.relax_colours))
     for arm in (names.CNN, names.FCN):
         label = f"{names.ARM_LABELS[arm]} (band: interval)"
@@ -296,7 +300,7 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Exper
     row per relax arm with a line per t_w; diverged runs as thin grey lines, one per run."""
     shown = metrics[metrics["metric"].isin(["test_accuracy", "train_loss"])]
     shown = shown.assign(value=shown["value"].where(np.isfinite(shown["value"])))
-    kept, diverged = _split_diverged(shown, runs)
+    kept, diverged = _curves(shown, runs)
     run = diverged["arm"] + diverged["relax_time"].astype(str) + "/" + diverged["seed"].astype(str)
     diverged = diverged.assign(run=run)
     arms = [arm for arm in names.RELAX_ARMS if (shown["arm"] == arm).any()] or [None]
@@ -308,7 +312,8 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Exper
             style = dict(units="run", estimator=None, color=GREY, lw=0.7)
             _line(ax, lost, "epoch", "value", label="diverged run (left out)", **style)
             style = dict(hue="relax_time", palette=experiment.relax_colours, lw=1.2)
-            _line(ax, mine[mine["arm"] == arm], "epoch", "value", experiment.errorbar, **style)
+            rows = mine[mine["arm"] == arm]
+            _line(ax, rows, "epoch", "value", experiment.curve_errorbar, **style)
             for reference in (names.CNN, names.FCN):
                 style = dict(color=ARM_COLOURS[reference], label=names.ARM_LABELS[reference])
                 rows = mine[mine["arm"] == reference]
@@ -323,11 +328,6 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Exper
     return _finish(fig, axes, title, experiment.relax_colours)
 
 
-def _layer_order(layer: str):
-    digits = "".join(character for character in layer if character.isdigit())
-    return (layer == names.POOLED_LAYER, int(digits or 0), layer)
-
-
 @_themed
 def deviation(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Experiment):
     """Deviation from the CNN subspace (total and its two parts) against epochs since relax, per
@@ -337,8 +337,9 @@ def deviation(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Experiment)
     arms = [arm for arm in names.EMBEDDED_ARMS if (parts["arm"] == arm).any()]
     if not arms:
         return _message(experiment, "deviation", "no eFCN or eLCN deviation in the metrics table")
-    kept, diverged = _split_diverged(parts, runs)
-    layers = sorted(parts["layer"].unique(), key=_layer_order)
+    kept, diverged = _curves(parts, runs)
+    layers = parts["layer"].unique()  # conv1 .. conv10, then all layers pooled
+    layers = sorted(layers, key=lambda name: (name == names.POOLED_LAYER, len(name), name))
     size = (2.6 * len(layers) + 1.5, 2.6 * len(arms) + 1.8)
     fig, axes = _subplots(len(arms), len(layers), *size, sharex=True, sharey=True)
     reference = kept[(kept["arm"] == names.FCN) & (kept["metric"] == "deviation")]
@@ -349,7 +350,7 @@ def deviation(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Experiment)
             mine = kept[(kept["arm"] == arm) & (kept["layer"] == layer)]
             style = dict(hue="relax_time", palette=experiment.relax_colours, lw=1.1)
             style |= dict(style="metric", dashes=dashes)
-            _line(ax, mine, "epochs_since_relax", "value", experiment.errorbar, **style)
+            _line(ax, mine, "epochs_since_relax", "value", experiment.curve_errorbar, **style)
             style = dict(color=ARM_COLOURS[names.FCN], lw=2, label=reference_label)
             rows = reference[reference["layer"] == layer]
             _line(ax, rows, "epochs_since_relax", "value", experiment.errorbar, **style)
@@ -383,7 +384,6 @@ def landscape(paths: pd.DataFrame | None, experiment: Experiment):
             label = "path with a diverged end (left out)"
             ax.scatter(lost["alpha"], lost[y], color=GREY, marker="x", s=14, label=label)
             ax.set_xlim(0, 1)
-            ax.margins(x=0.02)
             ax.xaxis.set_major_locator(ticker.FixedLocator([0, 0.25, 0.5, 0.75, 1]))
         paths_lost = lost.drop_duplicates(["seed", "start_relax_time", "end_relax_time"])
         column[0].set_title(PATH_TITLES[kind] + _left_out(paths_lost, "path").replace("; ", "\n"))
@@ -407,10 +407,8 @@ def projection_probe(runs: pd.DataFrame, experiment: Experiment):
     kept = embedded[embedded["diverged"] == 0].melt(
         id_vars=["seed", "arm", "relax_time"], value_vars=list(PROBED), var_name="network"
     )
-    # The CNN at t_w is each relax run's start (epoch 0): one row per (seed, t_w), the control's
-    # first, since the control is that CNN itself.
+    # The CNN at t_w is where every relax run of (seed, t_w) starts: one of them per (seed, t_w).
     starts = runs[runs["arm"].isin(names.RELAX_ARMS) & np.isfinite(runs["start_test_accuracy"])]
-    starts = starts.sort_values("arm", key=lambda arm: arm != names.CNN_CONTINUED, kind="stable")
     starts = starts.drop_duplicates(["seed", "relax_time"])
     fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
     errorbar = experiment.errorbar
@@ -448,23 +446,6 @@ def parameter_counts_markdown(counts: pd.DataFrame) -> str:
 
 
 # -- sweeps: experiments that differ in one setting ---------------------------------------------------
-def _flat(settings: Mapping, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, Mapping):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
-    return flat
-
-
-def differing_settings(settings: Sequence[Mapping]) -> list[str]:
-    """The dotted keys (besides the experiment's name) whose values differ between experiments."""
-    flat = [_flat(one) for one in settings]
-    keys = sorted(set().union(*flat) - {"experiment"})
-    return [key for key in keys if len({one.get(key) for one in flat}) > 1]
-
-
 @_themed
 def gain_vs_setting(runs: pd.DataFrame, settings: Sequence[Mapping], setting: str):
     """Paired per-seed gain of every arm over the standard FCN against the swept setting, one
@@ -484,11 +465,11 @@ def gain_vs_setting(runs: pd.DataFrame, settings: Sequence[Mapping], setting: st
     ordered = sorted(values.values())
     logarithmic = numeric and ordered[0] > 0 and 10 * ordered[0] <= ordered[-1]
     fig, axes = _subplots(1, max(len(arms), 1), 3.4 * max(len(arms), 1) + 1.5, 4.4, sharey=True)
+    errorbar = experiments[0].errorbar
     for ax, arm in zip(axes[0], arms):
-        style = dict(hue="relax_time", palette=colours) if arm in names.RELAX_ARMS else {}
-        style = style or dict(color=ARM_COLOURS[arm])
+        relaxed = arm in names.RELAX_ARMS
+        style = dict(hue="relax_time", palette=colours) if relaxed else dict(color=ARM_COLOURS[arm])
         rows = paired[paired["arm"] == arm]
-        errorbar = experiments[0].errorbar
         _line(ax, rows, "setting", "gain", errorbar, marker="o", err_style="bars", **style)
         ax.axhline(0, color=ARM_COLOURS[names.FCN], lw=1, label="standard FCN (gain 0)")
         ax.set(title=names.ARM_LABELS[arm], xlabel=setting)
@@ -523,10 +504,7 @@ def draw_all(settings, metrics, runs, landscape_paths, parameter_counts, outdir)
         present |= set(landscape_paths["start_relax_time"].dropna())
     unknown = sorted(present - set(experiment.relax_colours))
     if unknown:
-        raise NeedleError(
-            f"the tables hold relax times {unknown} that settings.json does not configure: "
-            "rerun aggregate_metrics after write_settings"
-        )
+        raise NeedleError(f"relax times {unknown} are not in settings.json: rerun their runs")
     figures = {
         "accuracy_vs_relax_time": lambda: accuracy_vs_relax_time(runs, experiment),
         "learning_curves": lambda: learning_curves(metrics, runs, experiment),
