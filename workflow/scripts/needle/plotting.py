@@ -1,702 +1,519 @@
-"""Figures of the needle pipeline, drawn from the tidy tables alone (see needle.summary for the
-conventions on runs, final/best values and diverged runs).
+"""Figures of one experiment, drawn with seaborn from its tables alone (no torch, seconds to redraw).
 
-Every figure takes the concatenated tables of one or more experiments and returns a matplotlib
-Figure; `draw_all` writes them (PNG, atomically) together with the parameter-count table.
-Accuracies in the tables are fractions and are plotted as percentages. Epoch axes are symlog
-with linthresh 1, so epoch 0 (relax time 0, the first logged epoch) sits visibly at the left.
-Diverged runs are left out of every curve and mean; panels say how many were left out.
-A missing or empty landscape table gives a landscape.png that says "no landscape paths
-configured", so the list of outputs never depends on the configuration.
+Every mean and interval in a figure is seaborn's own estimate over seeds, with
+``errorbar=needle.stats.errorbar(confidence)``: the summary's Student-t interval, so a figure and
+the summary never disagree; this module aggregates nothing itself. Diverged runs are left out of
+every line and band and drawn apart (grey, or an x at chance). One colour per arm and one per relax
+time (from the experiment's configured relax times) hold in every figure.
 """
 
-import re
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only: never open a window (also safe on headless cluster nodes)
+matplotlib.use("Agg")  # files only: never open a window (also on headless cluster nodes)
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib import ticker, transforms
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, ListedColormap
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import (
-    FixedLocator,
-    FuncFormatter,
-    LogLocator,
-    NullFormatter,
-    SymmetricalLogLocator,
-)
 
-from needle.summary import (
-    RELAX_ARMS,
-    arm_statistics,
-    atomic_output,
-    markdown_table,
-    normalize_metrics,
-    run_outcomes,
-    write_text_atomic,
-)
+from needle import names, stats
+from needle.atomic import atomic_path, atomic_write_text
+from needle.errors import NeedleError
+from needle.schedule import checkpoint_epochs
+from needle.schema import experiment_default
 
-FIGURES = [
-    "accuracy_vs_relax_time.png",
-    "learning_curves.png",
-    "deviation.png",
-    "landscape.png",
-    "projection_probe.png",
-]
-TABLES = ["parameter_counts.md"]
-OUTPUTS = FIGURES + TABLES
 DPI = 150
-
-ARM_STYLE = {
-    "efcn": {"color": "#1f77b4", "marker": "o", "label": "eFCN"},
-    "elcn": {"color": "#d62728", "marker": "s", "label": "eLCN"},
-}
-CNN_COLOR = "#222222"
-FCN_COLOR = "#2ca02c"
-DEVIATION_PARTS = {
-    "deviation": ("-", "total"),
-    "deviation_nonlocal": ("--", "non-locality"),
-    "deviation_nonsharing": (":", "non-sharing"),
-}
-STYLE = {
-    "font.size": 10,
-    "axes.titlesize": 10,
-    "axes.labelsize": 10,
-    "legend.fontsize": 9,
-    "xtick.labelsize": 9,
-    "ytick.labelsize": 9,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-}
+# One colour and marker per arm, in the order of names.ARMS: cnn, fcn, efcn, elcn, cnn_continued.
+ARM_COLOURS = dict(zip(names.ARMS, ("#222222", "#2ca02c", "#1f77b4", "#d62728", "#9467bd")))
+ARM_MARKERS = dict(zip(names.ARMS, "sDo^v"))
+GREY = "#8c8c8c"  # diverged runs and chance
+DASHES = ("", (4, 2), (1, 1.5))  # solid, dashed, dotted: parts of the deviation, splits
+DEVIATION_PARTS = {"deviation": "total", "deviation_nonlocal": "non-locality"}
+DEVIATION_PARTS |= {"deviation_nonsharing": "non-sharing"}
+PROBED = {"test_accuracy": "as trained", "projected_test_accuracy": "P(net) read as a CNN"}
+PATH_TITLES = ("eFCN at embedding → final", "eFCN final → standard FCN final", "eFCN → eFCN")
+PATH_TITLES = dict(zip(names.LANDSCAPE_PATH_KINDS, PATH_TITLES))
+# The columns of runs.csv that the figures read.
+RUNS_COLUMNS = (*names.RUN_KEYS, "num_classes", "last_epoch", "diverged", "start_test_accuracy")
+RUNS_COLUMNS += tuple(PROBED)
+CURVE_POINTS = 30  # log-spaced epochs per curve: even on a symlog axis, and quick to draw
 
 
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-# ---------------------------------------------------------------------------------------------
-def _symlog_epochs(ax, label, ticks=None, steps=(1, 2, 5)):
-    """Symlog x axis (linear in [0, 1]) with plain-number tick labels, so epoch 0 is visible.
-    `ticks` (e.g. the relax times, when few) replaces the default 0, 1, 2, 5, 10, 20, ...;
-    narrow panels pass coarser `steps`, e.g. (1, 3) for 0, 1, 3, 10, 30, 100."""
-    ax.set_xscale("symlog", linthresh=1, linscale=0.6)
-    if ticks is None or len(ticks) > 8:  # more would crowd: fall back to steps per decade
-        ticks = [0] + [m * 10**k for k in range(5) for m in steps]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(SymmetricalLogLocator(base=10, linthresh=1, subs=np.arange(2, 10)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    if label:
-        ax.set_xlabel(label)
+# -- the experiment a figure describes --------------------------------------------------------------
+def _setting(settings: Mapping, key: str):
+    """A dotted key of settings.json, or its schema default where settings.json lacks it."""
+    node = settings
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return experiment_default(key)
+        node = node[part]
+    return node
 
 
-def _log_loss_axis(ax, label):
-    """Log y axis labelled with plain numbers (0.2, 0.5, 1, 2) rather than powers of ten."""
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_ylabel(label)
+def relax_time_colours(relax_times) -> dict:
+    """t_w -> colour over the sorted relax times (plasma without its pale yellow end)."""
+    relax_times = sorted({float(time) for time in relax_times})
+    colours = plt.get_cmap("plasma")(np.linspace(0.0, 0.85, max(len(relax_times), 1)))
+    return {time: tuple(colour) for time, colour in zip(relax_times, colours)}
 
 
-def _runs(count):
-    return f"{count} diverged run{'s' if count != 1 else ''} left out"
+@dataclass(frozen=True)
+class Experiment:
+    """What every figure of one experiment states: its name and settings, n seeds, the interval."""
 
+    name: str
+    description: str
+    seeds: int
+    confidence: float
+    chance: float
+    relax_colours: dict  # t_w -> colour, the same in every figure
 
-def _percent_axis(ax, label):
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.set_ylabel(label)
-
-
-def _grid(n_panels, max_columns):
-    columns = min(n_panels, max_columns)
-    return int(np.ceil(n_panels / columns)), columns
-
-
-def _experiment_panels(count):
-    """One panel per experiment, at most two a row, sharing the accuracy axis (figures 1 and 5)."""
-    rows, columns = _grid(count, 2)
-    return plt.subplots(
-        rows,
-        columns,
-        figsize=(max(4.6 * columns, 7.5), 3.6 * rows + 0.6),
-        squeeze=False,
-        layout="constrained",
-        sharey=True,
-    )
-
-
-def _relax_palette(relax_times):
-    """Discrete sequential colours for t_w values (viridis without its pale yellow end) and the
-    ScalarMappable for a colorbar that labels each colour with its t_w."""
-    relax_times = sorted(set(relax_times))
-    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.88, max(len(relax_times), 1)))
-    colour_of = {t: colours[i] for i, t in enumerate(relax_times)}
-    norm = BoundaryNorm(np.arange(len(relax_times) + 1) - 0.5, len(relax_times))
-    mappable = ScalarMappable(norm=norm, cmap=ListedColormap(colours))
-    return colour_of, mappable, relax_times
-
-
-def _relax_colorbar(fig, axes, mappable, relax_times):
-    colorbar = fig.colorbar(mappable, ax=axes, shrink=0.9, aspect=30, pad=0.02)
-    step = max(1, int(np.ceil(len(relax_times) / 12)))  # at most ~12 labels: they must not overlap
-    ticks = np.arange(0, len(relax_times), step)
-    colorbar.set_ticks(ticks)
-    colorbar.set_ticklabels([f"{relax_times[i]:g}" for i in ticks])
-    colorbar.set_label("relax time t_w (epochs)")
-    return colorbar
-
-
-def _prepared(metrics, outcomes):
-    """Normalised metrics and their per-run outcomes (computed once by draw_all, or here)."""
-    metrics = normalize_metrics(metrics)
-    return metrics, run_outcomes(metrics) if outcomes is None else outcomes
-
-
-def _kept_runs(metrics, outcomes):
-    """Metrics rows of runs that did not diverge, and the count of diverged runs per
-    (experiment, arm)."""
-    diverged = outcomes[outcomes["diverged"]]
-    keys = ["experiment", "seed", "arm", "relax_time"]
-    marked = metrics.merge(outcomes[keys + ["diverged"]], on=keys, how="left")
-    kept = marked[~marked["diverged"].fillna(False).astype(bool)].drop(columns="diverged")
-    return kept, diverged.groupby(["experiment", "arm"]).size().to_dict()
-
-
-def _mean_curve(frame, x="epoch"):
-    """Mean over seeds of `value` against `x` (one curve)."""
-    return frame.groupby(x)["value"].mean().sort_index()
-
-
-def _band(ax, mean, sd, colour, label):
-    sd = 0.0 if pd.isna(sd) else sd
-    ax.axhspan(100 * (mean - sd), 100 * (mean + sd), color=colour, alpha=0.15, lw=0)
-    ax.axhline(100 * mean, color=colour, lw=1.2, ls="-")
-    return Patch(facecolor=colour, alpha=0.35, edgecolor=colour, label=label)
-
-
-def _experiments(metrics):
-    return sorted(metrics["experiment"].dropna().unique())
-
-
-def _empty_figure(message, figsize=(8, 3)):
-    fig = plt.figure(figsize=figsize, layout="constrained")
-    fig.text(0.5, 0.5, message, ha="center", va="center", fontsize=12, wrap=True)
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# 1. Final and best test accuracy vs relax time
-# ---------------------------------------------------------------------------------------------
-def plot_accuracy_vs_relax_time(metrics, outcomes=None):
-    """Final (filled, solid) and best (hollow, dashed) test accuracy vs t_w, mean ± sd over seeds,
-    eFCN and eLCN side by side, with the CNN's and the standard FCN's final accuracy as bands."""
-    metrics, outcomes = _prepared(metrics, outcomes)
-    experiments = _experiments(metrics)
-    with plt.rc_context(STYLE):
-        fig, axes = _experiment_panels(len(experiments))
-        handles = {}
-        for ax, experiment in zip(axes.flat, experiments):
-            mine = outcomes[outcomes["experiment"] == experiment]
-            final = arm_statistics(mine, "final_test_accuracy")
-            best = arm_statistics(mine, "best_test_accuracy")
-            for arm, colour, label in (
-                ("cnn", CNN_COLOR, "CNN final (mean ± sd)"),
-                ("fcn", FCN_COLOR, "standard FCN final (mean ± sd)"),
-            ):
-                row = final[(final["arm"] == arm) & (final["n"] > 0)]
-                if len(row):
-                    handles[label] = _band(
-                        ax, row["mean"].iloc[0], row["sd"].iloc[0], colour, label
-                    )
-            for arm in RELAX_ARMS:
-                style = ARM_STYLE[arm]
-                for statistics, kind, line, face in (
-                    (final, "final", "-", style["color"]),
-                    (best, "best", "--", "white"),
-                ):
-                    data = statistics[(statistics["arm"] == arm) & (statistics["n"] > 0)]
-                    if data.empty:
-                        continue
-                    label = f"{style['label']} {kind}"
-                    handles[label] = ax.errorbar(
-                        data["relax_time"],
-                        100 * data["mean"],
-                        yerr=100 * data["sd"].fillna(0),
-                        color=style["color"],
-                        marker=style["marker"],
-                        mfc=face,
-                        ls=line,
-                        lw=1.3,
-                        ms=5,
-                        capsize=2.5,
-                        label=label,
-                    )
-            diverged = int(mine["diverged"].sum())
-            title = experiment + (f"  ({_runs(diverged)})" if diverged else "")
-            ax.set_title(title)
-            _symlog_epochs(
-                ax,
-                "relax time t_w (epochs, symlog scale)",
-                sorted(mine["relax_time"].dropna().unique()),
+    @classmethod
+    def from_settings(cls, settings: Mapping) -> Experiment:
+        if "experiment" not in settings or settings.get("dataset") not in names.DATASETS:
+            raise NeedleError("settings lack an experiment or a known dataset: rerun its rule")
+        facts = names.DATASETS[settings["dataset"]]
+        relax_times = _setting(settings, "relax.relax_times")
+        if relax_times == "all":
+            relax_times = checkpoint_epochs(
+                _setting(settings, "cnn.epochs"), _setting(settings, "cnn.checkpoint_points")
             )
-            _percent_axis(ax, "test accuracy (%)")
-            ax.tick_params(labelleft=True)
-        for ax in axes.flat[len(experiments) :]:
-            ax.set_visible(False)
-        order = [
-            k
-            for k in (
-                "CNN final (mean ± sd)",
-                "standard FCN final (mean ± sd)",
-                "eFCN final",
-                "eFCN best",
-                "eLCN final",
-                "eLCN best",
-            )
-            if k in handles
-        ]
-        fig.legend(
-            [handles[k] for k in order], order, loc="outside lower center", ncols=3, frameon=False
+        size, canvas = _setting(settings, "train_size"), _setting(settings, "canvas_size")
+        model = f"{_setting(settings, 'model')} width {_setting(settings, 'width')}"
+        images = f"{size:,} training images" if size else "full training set"
+        canvas = f", {canvas}×{canvas} canvas" if canvas else ""
+        return cls(
+            name=str(settings["experiment"]),
+            description=f"{facts.label}, {model}, {images}{canvas}",
+            seeds=len(_setting(settings, "seeds")),
+            confidence=float(_setting(settings, "comparison.confidence")),
+            chance=1 / facts.num_classes,
+            relax_colours=relax_time_colours(relax_times),
         )
-        fig.suptitle("Test accuracy after relaxing the CNN at t_w (mean ± sd over seeds)")
-    return fig
+
+    @property
+    def errorbar(self):
+        return stats.errorbar(self.confidence)
+
+    @property
+    def curve_errorbar(self):
+        """Bands on the per-t_w curves only while they are few enough not to hide each other."""
+        return self.errorbar if len(self.relax_colours) <= 4 else None
+
+    def title(self, what: str) -> str:
+        interval = f"mean and {self.confidence:.0%} t-interval over seeds"
+        return f"{self.name}: {what}\n{self.description}\nn = {self.seeds} seeds; {interval}"
 
 
-# ---------------------------------------------------------------------------------------------
-# 2. Learning curves
-# ---------------------------------------------------------------------------------------------
-def plot_learning_curves(metrics, outcomes=None):
-    """Test accuracy and train loss vs total epochs: CNN, standard FCN and every relaxed run
-    (coloured by t_w, dot at the relax point); one row per experiment and relax arm."""
-    metrics, outcomes = _prepared(metrics, outcomes)
-    kept, diverged = _kept_runs(metrics, outcomes)
-    plain = kept[kept["layer"].isna()]
-    panels = [
-        (e, arm)
-        for e in _experiments(metrics)
-        for arm in RELAX_ARMS
-        if ((plain["experiment"] == e) & (plain["arm"] == arm)).any()
-    ]
-    if not panels:
-        panels = [(e, None) for e in _experiments(metrics)]
-    colour_of, mappable, relax_times = _relax_palette(plain["relax_time"].dropna())
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(
-            len(panels),
-            2,
-            figsize=(9, 3.0 * len(panels) + 0.6),
-            squeeze=False,
-            layout="constrained",
-        )
-        for (experiment, arm), row in zip(panels, axes):
-            mine = plain[plain["experiment"] == experiment]
-            for ax, metric, label in (
-                (row[0], "test_accuracy", "test accuracy (%)"),
-                (row[1], "train_loss", "train loss (log scale)"),
-            ):
-                scale = 100 if metric.endswith("accuracy") else 1
-                data = mine[mine["metric"] == metric]
-                for reference, colour, ls in (("cnn", CNN_COLOR, "-"), ("fcn", FCN_COLOR, "--")):
-                    curve = _mean_curve(data[data["arm"] == reference])
-                    if len(curve):
-                        ax.plot(
-                            curve.index, scale * curve.values, color=colour, ls=ls, lw=2, zorder=3
-                        )
-                if arm is not None:
-                    for t_w, run in data[data["arm"] == arm].groupby("relax_time"):
-                        curve = _mean_curve(run)
-                        ax.plot(curve.index, scale * curve.values, color=colour_of[t_w], lw=1.2)
-                        ax.plot(
-                            curve.index[0],
-                            scale * curve.values[0],
-                            "o",
-                            color=colour_of[t_w],
-                            ms=4.5,
-                            mec="white",
-                            mew=0.6,
-                            zorder=4,
-                        )
-                _symlog_epochs(ax, "total epochs (symlog scale)")
-                if metric == "train_loss":
-                    _log_loss_axis(ax, label)
-                else:
-                    _percent_axis(ax, label)
-            name = ARM_STYLE[arm]["label"] if arm else "no relax runs"
-            left_out = diverged.get((experiment, arm), 0)
-            row[0].set_title(
-                f"{experiment}: {name} relaxed at t_w"
-                + (f" ({_runs(left_out)})" if left_out else ""),
-                loc="left",
-            )
-        legend = [
-            Line2D([], [], color=CNN_COLOR, lw=2, label="CNN"),
-            Line2D([], [], color=FCN_COLOR, lw=2, ls="--", label="standard FCN"),
-            Line2D(
-                [],
-                [],
-                color="grey",
-                lw=1.2,
-                marker="o",
-                ms=4.5,
-                markevery=[0],
-                label="relaxed run (dot: relax point)",
-            ),
-        ]
-        fig.legend(handles=legend, loc="outside lower center", ncols=3, frameon=False)
-        if relax_times:
-            _relax_colorbar(fig, axes, mappable, relax_times)
-        fig.suptitle("Learning curves (mean over seeds)")
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# 3. Deviation from the CNN subspace
-# ---------------------------------------------------------------------------------------------
-def _layer_order(layers):
-    def key(name):
-        match = re.search(r"(\d+)$", name)
-        return (name == "all", int(match.group(1)) if match else 0, name)
-
-    return sorted(layers, key=key)
-
-
-def plot_deviation(metrics, outcomes=None):
-    """Deviation ||W - P(W)|| / ||W|| vs epochs since relax, per layer and pooled ("all"):
-    total (solid), non-locality (dashed), non-sharing (dotted), coloured by t_w. eLCN rows show
-    non-sharing only (an eLCN is local by construction)."""
-    metrics, outcomes = _prepared(metrics, outcomes)
-    kept, diverged = _kept_runs(metrics, outcomes)
-    data = kept[kept["metric"].isin(DEVIATION_PARTS) & kept["layer"].notna()]
-    if data.empty:
-        return _empty_figure("no deviation metrics in the table (no relax runs finished)")
-    layers = _layer_order(data["layer"].unique())
-    blocks = [
-        (e, arm)
-        for e in _experiments(data)
-        for arm in RELAX_ARMS
-        if ((data["experiment"] == e) & (data["arm"] == arm)).any()
-    ]
-    per_row = 4  # wrap wide nets (AlexNet: 5 convs + all) so panels stay legible
-    layer_rows, columns = _grid(len(layers), per_row)
-    colour_of, mappable, relax_times = _relax_palette(data["relax_time"].dropna())
-    with plt.rc_context(STYLE):
-        n_rows = len(blocks) * layer_rows
-        fig, axes = plt.subplots(
-            n_rows,
-            columns,
-            figsize=(2.1 * columns + 1.2, 2.0 * n_rows + 1.0),
-            squeeze=False,
-            layout="constrained",
-        )
-        for block, (experiment, arm) in enumerate(blocks):
-            mine = data[(data["experiment"] == experiment) & (data["arm"] == arm)]
-            parts = ["deviation_nonsharing"] if arm == "elcn" else list(DEVIATION_PARTS)
-            block_axes = axes[block * layer_rows : (block + 1) * layer_rows].flat
-            top = mine["value"].max()
-            means = mine.groupby(["layer", "metric", "relax_time", "epochs_since_relax"])[
-                "value"
-            ].mean()
-            curves = {
-                key: curve.droplevel([0, 1, 2]) for key, curve in means.groupby(level=[0, 1, 2])
-            }
-            for index, (ax, layer) in enumerate(zip(block_axes, layers)):
-                for (curve_layer, part, t_w), curve in curves.items():
-                    if curve_layer == layer and part in parts:
-                        ax.plot(
-                            curve.index,
-                            curve.values,
-                            color=colour_of[t_w],
-                            ls=DEVIATION_PARTS[part][0],
-                            lw=1.2,
-                        )
-                _symlog_epochs(ax, None, steps=(1, 3))
-                ax.set_ylim(0, 1.05 * top if top > 0 else 1)
-                ax.set_title(f"{'all layers' if layer == 'all' else layer}", fontsize=9)
-                if index % columns:
-                    ax.tick_params(labelleft=False)
-                else:  # the row's label names the block: experiment, arm, runs left out
-                    left_out = diverged.get((experiment, arm), 0)
-                    ax.set_ylabel(
-                        "\n".join(
-                            [experiment, ARM_STYLE[arm]["label"]]
-                            + ([f"({_runs(left_out)})"] if left_out else [])
-                        )
-                    )
-        for ax in axes.flat:
-            if not ax.has_data():
-                ax.set_visible(False)
-        for ax in axes[-1]:
-            ax.set_xlabel("epochs since relax", fontsize=9)
-        legend = [
-            Line2D([], [], color="black", ls=style, lw=1.2, label=name)
-            for style, name in DEVIATION_PARTS.values()
-        ]
-        if any(arm == "elcn" for _, arm in blocks):
-            legend.append(Line2D([], [], lw=0, label="(eLCN rows: non-sharing only)"))
-        fig.legend(handles=legend, loc="outside lower center", ncols=len(legend), frameon=False)
-        _relax_colorbar(fig, axes, mappable, relax_times)
-        fig.suptitle(
-            "Deviation ‖W − P(W)‖ / ‖W‖ from the CNN subspace after relax (mean over seeds;"
-            " x: symlog scale)"
-        )
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. Landscape
-# ---------------------------------------------------------------------------------------------
-PATH_KINDS = [
-    (
-        "embedding",
-        re.compile(r"^efcn_tw(?P<a>[\d.]+): embedding -> final$"),
-        "eFCN at embedding → eFCN final",
-    ),
-    (
-        "fcn",
-        re.compile(r"^efcn_tw(?P<a>[\d.]+) final -> fcn final$"),
-        "eFCN final → standard FCN final",
-    ),
-    (
-        "pair",
-        re.compile(r"^efcn_tw(?P<a>[\d.]+) final -> efcn_tw(?P<b>[\d.]+) final$"),
-        "eFCN final → eFCN final",
-    ),
-]
-
-
-def _path_kind(path):
-    for kind, pattern, _ in PATH_KINDS:
-        match = pattern.match(path)
-        if match:
-            label = " → ".join(f"t_w={v}" for v in match.groupdict().values() if v is not None)
-            return kind, label
-    return "other", path
-
-
-def plot_landscape(landscape):
-    """Loss and accuracy (train solid, test dashed) along each interpolation path, alpha from
-    start (0) to end (1); one column per kind of path, mean over seeds."""
-    if landscape is None or len(landscape) == 0:
-        return _empty_figure(
-            "no landscape paths configured\n(landscape disabled in the config: nothing to draw)"
-        )
-    landscape = landscape.copy()
-    for column in ("alpha", "loss", "accuracy"):
-        landscape[column] = pd.to_numeric(landscape[column], errors="coerce")
-    landscape[["kind", "label"]] = [_path_kind(p) for p in landscape["path"]]
-    experiments = sorted(landscape["experiment"].unique())
-    kinds = [k for k, _, _ in PATH_KINDS if (landscape["kind"] == k).any()]
-    kinds += ["other"] if (landscape["kind"] == "other").any() else []
-    titles = {k: t for k, _, t in PATH_KINDS} | {"other": "other paths"}
-
-    def label_order(label):  # by t_w numerically, so colours run with t_w like the other figures
-        return [float(v) for v in re.findall(r"[\d.]+", label)] or [np.inf]
-
-    colour_of = {}
-    for kind in kinds:
-        labels = sorted(landscape.loc[landscape["kind"] == kind, "label"].unique(), key=label_order)
-        colours = plt.get_cmap("viridis")(np.linspace(0, 0.85, max(len(labels), 1)))
-        colour_of[kind] = dict(zip(labels, colours))
-    with plt.rc_context(STYLE):
-        n_rows = 2 * len(experiments)
-        fig, axes = plt.subplots(
-            n_rows,
-            len(kinds),
-            figsize=(max(3.2 * len(kinds), 6.5), 2.3 * n_rows + 1.6),
-            squeeze=False,
-            layout="constrained",
-            sharex=True,
-        )
-        for e_index, experiment in enumerate(experiments):
-            mine = landscape[landscape["experiment"] == experiment]
-            for k_index, kind in enumerate(kinds):
-                paths = mine[mine["kind"] == kind]
-                loss_ax, accuracy_ax = axes[2 * e_index, k_index], axes[2 * e_index + 1, k_index]
-                for label, colour in colour_of[kind].items():
-                    path = paths[paths["label"] == label]
-                    for split, ls in (("train", "-"), ("test", "--")):
-                        curve = (
-                            path[path["split"] == split]
-                            .groupby("alpha")[["loss", "accuracy"]]
-                            .mean()
-                        )
-                        loss_ax.plot(curve.index, curve["loss"], color=colour, ls=ls, lw=1.3)
-                        accuracy_ax.plot(
-                            curve.index, 100 * curve["accuracy"], color=colour, ls=ls, lw=1.3
-                        )
-                loss_ax.set_title(
-                    f"{experiment}: {titles[kind]}" if len(experiments) > 1 else titles[kind],
-                    fontsize=9,
-                )
-                loss_ax.set_xlim(0, 1)
-                if k_index == 0:
-                    loss_ax.set_ylabel("loss")
-                    _percent_axis(accuracy_ax, "accuracy (%)")
-        # One legend per column (path colours are the same in every experiment), below the column.
-        for k_index, kind in enumerate(kinds):
-            handles = [
-                Line2D([], [], color=c, lw=1.5, label=label) for label, c in colour_of[kind].items()
-            ]
-            axes[-1, k_index].set_xlabel("alpha (0 = start, 1 = end)")
-            axes[-1, k_index].legend(
-                handles=handles,
-                loc="upper center",
-                bbox_to_anchor=(0.5, -0.3),
-                ncols=min(len(handles), 2),
-                frameon=False,
-                fontsize=8,
-                title="path",
-                title_fontsize=8,
-            )
-        splits = [
-            Line2D([], [], color="black", ls="-", label="train"),
-            Line2D([], [], color="black", ls="--", label="test"),
-        ]
-        fig.legend(handles=splits, loc="outside lower center", ncols=2, frameon=False)
-        fig.suptitle("Loss and accuracy along straight lines between solutions (mean over seeds)")
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# 5. Projection probe
-# ---------------------------------------------------------------------------------------------
-def plot_projection_probe(metrics, outcomes=None):
-    """Final test accuracy of each relaxed net (filled markers) next to that of its projection
-    P back onto the CNN subspace, read as a CNN (hollow markers), vs t_w, with the CNN band."""
-    metrics, outcomes = _prepared(metrics, outcomes)
-    experiments = _experiments(metrics)
-    with plt.rc_context(STYLE):
-        fig, axes = _experiment_panels(len(experiments))
-        handles = {}
-        for ax, experiment in zip(axes.flat, experiments):
-            mine = outcomes[outcomes["experiment"] == experiment]
-            final = arm_statistics(mine, "final_test_accuracy")
-            projected = arm_statistics(mine, "final_projected_test_accuracy")
-            cnn = final[(final["arm"] == "cnn") & (final["n"] > 0)]
-            if len(cnn):
-                label = "CNN final (mean ± sd)"
-                handles[label] = _band(ax, cnn["mean"].iloc[0], cnn["sd"].iloc[0], CNN_COLOR, label)
-            for arm in RELAX_ARMS:
-                style = ARM_STYLE[arm]
-                for statistics, label, ls, face in (
-                    (final, f"{style['label']} final", "-", style["color"]),
-                    (projected, f"P({style['label']}) read as a CNN", ":", "white"),
-                ):
-                    data = statistics[(statistics["arm"] == arm) & (statistics["n"] > 0)]
-                    if data.empty:
-                        continue
-                    handles[label] = ax.errorbar(
-                        data["relax_time"],
-                        100 * data["mean"],
-                        yerr=100 * data["sd"].fillna(0),
-                        color=style["color"],
-                        marker=style["marker"],
-                        mfc=face,
-                        ls=ls,
-                        lw=1.3,
-                        ms=5,
-                        capsize=2.5,
-                        label=label,
-                    )
-            ax.set_title(experiment)
-            _symlog_epochs(
-                ax,
-                "relax time t_w (epochs, symlog scale)",
-                sorted(mine["relax_time"].dropna().unique()),
-            )
-            _percent_axis(ax, "final test accuracy (%)")
-            ax.tick_params(labelleft=True)
-        for ax in axes.flat[len(experiments) :]:
-            ax.set_visible(False)
-        fig.legend(
-            list(handles.values()),
-            list(handles),
-            loc="outside lower center",
-            ncols=3,
-            frameon=False,
-        )
-        fig.suptitle(
-            "Relaxed nets vs their projection onto the CNN subspace (mean ± sd over seeds)"
-        )
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# 6. Parameter counts
-# ---------------------------------------------------------------------------------------------
-def parameter_counts_markdown(parameter_counts):
-    """Markdown table: one row per experiment, parameters of CNN, eLCN, eFCN and standard FCN."""
-    table = parameter_counts.pivot_table(
-        index=["experiment", "dataset", "model", "width"],
-        columns="network",
-        values="parameters",
-        aggfunc="first",
-    )
-    networks = [("cnn", "CNN"), ("elcn", "eLCN"), ("efcn", "eFCN"), ("fcn", "standard FCN")]
-    rows = []
-    for (experiment, dataset, model, width), counts in table.iterrows():
-        cells = [
-            f"{int(counts[n]):,}" if n in counts and pd.notna(counts[n]) else "—"
-            for n, _ in networks
-        ]
-        ratio = (
-            f"{counts['efcn'] / counts['cnn']:,.0f}×"
-            if {"efcn", "cnn"} <= set(counts.index)
-            and pd.notna(counts.get("efcn"))
-            and counts.get("cnn")
-            else "—"
-        )
-        rows.append([experiment, dataset, model, width if pd.notna(width) else "—", *cells, ratio])
-    header = [
-        "experiment",
-        "dataset",
-        "model",
-        "width",
-        *[name for _, name in networks],
-        "eFCN / CNN",
-    ]
-    return (
-        "Trainable parameters per network. The eFCN and standard FCN have the same shapes; their "
-        "dense matrices have columns for real inputs only (zero padding folded in).\n\n"
-        + markdown_table(header, rows)
-        + "\n"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------------
-def save_figure(fig, path):
-    """Write `fig` as PNG atomically and close it."""
+# -- reading the tables -------------------------------------------------------------------------------
+def read_table(path, columns: Sequence[str], what: str) -> pd.DataFrame:
+    """A CSV table with at least ``columns``; a missing, empty or incomplete one is a NeedleError."""
     try:
-        with atomic_output(path) as temporary:
+        table = pd.read_csv(path, dtype={"experiment": str})
+    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+        raise NeedleError(f"cannot read the {what} {path} ({error}): rerun its rule") from None
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise NeedleError(f"the {what} {path} lacks columns {missing}: rerun its rule")
+    return table
+
+
+def read_settings(path) -> dict:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise NeedleError(f"cannot read the settings {path} ({error}): rerun its rule") from None
+
+
+def _curves(table: pd.DataFrame, runs: pd.DataFrame):
+    """(rows of runs that did not diverge, rows of runs that did) at the epochs a curve shows:
+    CURVE_POINTS log-spaced epochs since each run's start, as the authors logged, and its last."""
+    keys = list(names.RUN_KEYS)
+    outcome = runs[[*keys, "diverged", "last_epoch"]]
+    marked = table.merge(outcome, on=keys, how="left", indicator=True)
+    orphans = marked.loc[marked["_merge"] == "left_only", keys]
+    if len(orphans):
+        raise NeedleError(f"run {orphans.iloc[0].to_dict()} is missing from runs.csv: rerun it")
+    since = marked["epochs_since_relax"]
+    shown = checkpoint_epochs(int(since.max()) if len(since) else 0, CURVE_POINTS)
+    marked = marked[since.isin(shown) | (marked["epoch"] == marked["last_epoch"])]
+    return marked[marked["diverged"] == 0], marked[marked["diverged"] != 0]
+
+
+# -- drawing helpers -----------------------------------------------------------------------------------
+def _themed(draw):
+    """One theme for every figure, without touching matplotlib's global state."""
+
+    @functools.wraps(draw)
+    def themed(*args, **kwargs):
+        with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
+            return draw(*args, **kwargs)
+
+    return themed
+
+
+def _subplots(rows: int, columns: int, width: float, height: float, **shared):
+    size = (width, height)
+    return plt.subplots(rows, columns, figsize=size, squeeze=False, layout="constrained", **shared)
+
+
+def _line(ax, rows: pd.DataFrame, x: str, y: str, errorbar=None, **style) -> None:
+    """seaborn's lineplot: the mean over seeds and ``errorbar``; nothing for no rows (an arm
+    whose runs all diverged)."""
+    if len(rows):
+        sns.lineplot(data=rows, x=x, y=y, errorbar=errorbar, ax=ax, legend=False, **style)
+
+
+def _band(ax, rows: pd.DataFrame, y: str, experiment: Experiment, colour, label: str) -> None:
+    """A reference across the axis: seaborn's mean and interval of ``y`` over seeds, with the
+    rows repeated at both ends of the current x range."""
+    low, high = ax.get_xlim()
+    span = pd.concat([rows.assign(_x=low), rows.assign(_x=high)])
+    _line(ax, span, "_x", y, experiment.errorbar, color=colour, label=label, lw=1.5)
+    ax.set_xlim(low, high)
+
+
+@contextlib.contextmanager
+def _nudged(ax, points: float):
+    """Shift what is drawn inside by ``points`` on screen only (the data stay exact), so the
+    markers of several arms at one t_w do not hide each other."""
+    before = set(ax.get_children())
+    yield
+    shift = transforms.ScaledTranslation(points / 72, 0, ax.figure.dpi_scale_trans)
+    for artist in set(ax.get_children()) - before:
+        artist.set_transform(artist.get_transform() + shift)
+
+
+def _epoch_axis(ax, label: str, ticks=()) -> None:
+    """Symlog (linear in [0, 1]) with plain numbers, so epoch and relax time 0 are visible;
+    ``ticks`` (the relax times) replace 0, 1, 2, 5, 10, ... when they are few enough to read."""
+    ax.set_xscale("symlog", linthresh=1, linscale=0.6)
+    if not 0 < len(ticks) <= 8:
+        ticks = [0] + [step * 10**power for power in range(5) for step in (1, 2, 5)]
+    ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel(label)
+
+
+def _loss_axis(ax, label: str) -> None:
+    """Log axis with at least four plain-number labels: more steps per decade when it is narrow."""
+    ax.set_yscale("log")
+    low, high = ax.get_ylim()
+    decades = math.log10(high / low) if low > 0 else 3
+    steps = (1, 1.5, 2, 3, 5, 7) if decades < 1.3 else (1, 2, 5) if decades < 3 else (1, 3)
+    ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=steps))
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_ylabel(label)
+
+
+def _accuracy_axis(ax, label: str) -> None:
+    ax.yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1, decimals=0))
+    ax.set_ylabel(label)
+
+
+def _relax_time_key(fig, axes, colours: dict) -> None:
+    """A discrete colour bar naming the t_w of each colour (at most ~12 labels)."""
+    if not colours:
+        return
+    times = list(colours)
+    norm = BoundaryNorm(np.arange(len(times) + 1) - 0.5, len(times))
+    mappable = ScalarMappable(norm=norm, cmap=ListedColormap(list(colours.values())))
+    bar = fig.colorbar(mappable, ax=axes, shrink=0.85, aspect=30, pad=0.02)
+    shown = range(0, len(times), math.ceil(len(times) / 12))
+    bar.set_ticks(list(shown), labels=[f"{times[index]:g}" for index in shown])
+    bar.set_label("relax time t_w (epochs)")
+
+
+def _finish(fig, axes, title: str, colours: dict | None = None):
+    """One legend below the panels (first artist of each label), the t_w key, the title."""
+    handles = {}
+    for ax in np.ravel(axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    columns = min(len(handles), max(1, int(fig.get_figwidth() // 3.4)))
+    if handles:
+        fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=columns)
+    _relax_time_key(fig, axes, colours or {})
+    fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def _message(experiment: Experiment, what: str, message: str):
+    fig = plt.figure(figsize=(8, 3), layout="constrained")
+    fig.text(0.5, 0.45, message, ha="center", va="center", fontsize=12)
+    return _finish(fig, [], experiment.title(what))
+
+
+def _left_out(runs: pd.DataFrame, what: str = "run") -> str:
+    return f"; {len(runs)} diverged {what}{'s' * (len(runs) != 1)} left out" if len(runs) else ""
+
+
+def _key(ax, label: str, **style) -> None:
+    """A legend entry with no data behind it (line styles shared by many lines)."""
+    ax.plot([], [], color=style.pop("color", "black"), label=label, **style)
+
+
+# -- the figures ---------------------------------------------------------------------------------------
+@_themed
+def accuracy_vs_relax_time(runs: pd.DataFrame, experiment: Experiment):
+    """Readout test accuracy of each relax arm against t_w, with the CNN's and the standard FCN's
+    as bands; each diverged run an x at chance, where the verdicts count it."""
+    kept, diverged = runs[runs["diverged"] == 0], runs[runs["diverged"] != 0]
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    errorbar = experiment.errorbar
+    for index, arm in enumerate(names.RELAX_ARMS):
+        mine, lost = kept[kept["arm"] == arm], diverged[diverged["arm"] == arm]
+        style = dict(color=ARM_COLOURS[arm], marker=ARM_MARKERS[arm], label=names.ARM_LABELS[arm])
+        with _nudged(ax, 5 * (index - 1)):
+            _line(ax, mine, "relax_time", "test_accuracy", errorbar, err_style="bars", **style)
+            label = f"{style['label']}: diverged run" if len(lost) else None  # no empty entry
+            chance = np.full(len(lost), experiment.chance)
+            ax.scatter(lost["relax_time"], chance, color=style["color"], marker="x", label=label)
+    _epoch_axis(ax, "relax time t_w (epochs, symlog scale)", list(experiment.relax_colours))
+    for arm in (names.CNN, names.FCN):
+        label = f"{names.ARM_LABELS[arm]} (band: interval)"
+        _band(ax, kept[kept["arm"] == arm], "test_accuracy", experiment, ARM_COLOURS[arm], label)
+    ax.axhline(experiment.chance, color=GREY, ls=":", lw=1, label="chance")
+    _accuracy_axis(ax, "test accuracy (readout)")
+    title = experiment.title("test accuracy after relaxing at t_w" + _left_out(diverged))
+    return _finish(fig, ax, title)
+
+
+@_themed
+def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Experiment):
+    """Test accuracy and train loss against total epochs: CNN and standard FCN as references, one
+    row per relax arm with a line per t_w; diverged runs as thin grey lines, one per run."""
+    shown = metrics[metrics["metric"].isin(["test_accuracy", "train_loss"])]
+    shown = shown.assign(value=shown["value"].where(np.isfinite(shown["value"])))
+    kept, diverged = _curves(shown, runs)
+    run = diverged["arm"] + diverged["relax_time"].astype(str) + "/" + diverged["seed"].astype(str)
+    diverged = diverged.assign(run=run)
+    arms = [arm for arm in names.RELAX_ARMS if (shown["arm"] == arm).any()] or [None]
+    fig, axes = _subplots(len(arms), 2, 10, 3.2 * len(arms) + 1.4, sharex=True)
+    for row, arm in zip(axes, arms):
+        for ax, metric in zip(row, ("test_accuracy", "train_loss")):
+            mine, lost = kept[kept["metric"] == metric], diverged[diverged["metric"] == metric]
+            lost = lost[lost["arm"].isin([names.CNN, names.FCN, arm])]
+            style = dict(units="run", estimator=None, color=GREY, lw=0.7)
+            _line(ax, lost, "epoch", "value", label="diverged run (left out)", **style)
+            style = dict(hue="relax_time", palette=experiment.relax_colours, lw=1.2)
+            rows = mine[mine["arm"] == arm]
+            _line(ax, rows, "epoch", "value", experiment.curve_errorbar, **style)
+            for reference in (names.CNN, names.FCN):
+                style = dict(color=ARM_COLOURS[reference], label=names.ARM_LABELS[reference])
+                rows = mine[mine["arm"] == reference]
+                _line(ax, rows, "epoch", "value", experiment.errorbar, lw=2, **style)
+        row[0].set_title(f"{names.ARM_LABELS[arm]} relaxed at t_w" if arm else "no relax runs")
+    for accuracy, loss in axes:  # scales last: seaborn would aggregate in the scaled space
+        _epoch_axis(accuracy, "total epochs (symlog scale)")
+        _epoch_axis(loss, "total epochs (symlog scale)")
+        _accuracy_axis(accuracy, "test accuracy")
+        _loss_axis(loss, "train loss (log scale)")
+    title = experiment.title("learning curves" + _left_out(runs[runs["diverged"] != 0]))
+    return _finish(fig, axes, title, experiment.relax_colours)
+
+
+@_themed
+def deviation(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Experiment):
+    """Deviation from the CNN subspace (total and its two parts) against epochs since relax, per
+    conv-derived layer and pooled, one row per embedded arm. Beside it, the claim-3 reference:
+    the standard FCN's own total deviation under the same measure."""
+    parts = metrics[metrics["metric"].isin(DEVIATION_PARTS) & metrics["layer"].notna()]
+    arms = [arm for arm in names.EMBEDDED_ARMS if (parts["arm"] == arm).any()]
+    if not arms:
+        return _message(experiment, "deviation", "no eFCN or eLCN deviation in the metrics table")
+    kept, diverged = _curves(parts, runs)
+    layers = parts["layer"].unique()  # conv1 .. conv10, then all layers pooled
+    layers = sorted(layers, key=lambda name: (name == names.POOLED_LAYER, len(name), name))
+    size = (2.6 * len(layers) + 1.5, 2.6 * len(arms) + 1.8)
+    fig, axes = _subplots(len(arms), len(layers), *size, sharex=True, sharey=True)
+    reference = kept[(kept["arm"] == names.FCN) & (kept["metric"] == "deviation")]
+    reference_label = f"{names.ARM_LABELS[names.FCN]}: its own total deviation (reference)"
+    dashes = dict(zip(DEVIATION_PARTS, DASHES))
+    for row, arm in zip(axes, arms):
+        for ax, layer in zip(row, layers):
+            mine = kept[(kept["arm"] == arm) & (kept["layer"] == layer)]
+            style = dict(hue="relax_time", palette=experiment.relax_colours, lw=1.1)
+            style |= dict(style="metric", dashes=dashes)
+            _line(ax, mine, "epochs_since_relax", "value", experiment.curve_errorbar, **style)
+            style = dict(color=ARM_COLOURS[names.FCN], lw=2, label=reference_label)
+            rows = reference[reference["layer"] == layer]
+            _line(ax, rows, "epochs_since_relax", "value", experiment.errorbar, **style)
+            where = "all layers" if layer == names.POOLED_LAYER else layer
+            ax.set_title(f"{names.ARM_LABELS[arm]}, {where}")
+        row[0].set_ylabel("‖W − P(W)‖ / ‖W‖")
+    for ax in axes.flat:
+        _epoch_axis(ax, "epochs since relax")
+    for part, label in DEVIATION_PARTS.items():
+        _key(axes[0, 0], f"{label} deviation", dashes=dashes[part])
+    lost = diverged.drop_duplicates(list(names.RUN_KEYS))
+    title = experiment.title("deviation from the CNN subspace" + _left_out(lost))
+    return _finish(fig, axes, title, experiment.relax_colours)
+
+
+@_themed
+def landscape(paths: pd.DataFrame | None, experiment: Experiment):
+    """Loss and accuracy along straight lines between solutions, one column per kind of path,
+    colour = the t_w where the path starts; the points of paths with a diverged end as grey x."""
+    if paths is None or paths.empty:
+        return _message(experiment, "landscape", "no landscape paths configured")
+    kinds = [kind for kind in names.LANDSCAPE_PATH_KINDS if (paths["path_kind"] == kind).any()]
+    kept, diverged = paths[paths["diverged"] == 0], paths[paths["diverged"] != 0]
+    fig, axes = _subplots(2, len(kinds), 3.6 * len(kinds) + 1.5, 6.6, sharex=True)
+    style = dict(hue="start_relax_time", palette=experiment.relax_colours, lw=1.3)
+    style |= dict(style="split", dashes=dict(zip(names.SPLITS, DASHES)))
+    for column, kind in zip(axes.T, kinds):
+        mine, lost = kept[kept["path_kind"] == kind], diverged[diverged["path_kind"] == kind]
+        for ax, y in zip(column, ("loss", "accuracy")):
+            _line(ax, mine, "alpha", y, experiment.errorbar, **style)
+            label = "path with a diverged end (left out)"
+            ax.scatter(lost["alpha"], lost[y], color=GREY, marker="x", s=14, label=label)
+            ax.set_xlim(0, 1)
+            ax.xaxis.set_major_locator(ticker.FixedLocator([0, 0.25, 0.5, 0.75, 1]))
+        paths_lost = lost.drop_duplicates(["seed", "start_relax_time", "end_relax_time"])
+        column[0].set_title(PATH_TITLES[kind] + _left_out(paths_lost, "path").replace("; ", "\n"))
+        column[0].set_ylabel("loss")
+        _accuracy_axis(column[1], "accuracy")
+        column[1].set_xlabel("α (0 = start, 1 = end)")
+    for split, dashes in zip(names.SPLITS, DASHES):
+        if (paths["split"] == split).any():
+            _key(axes[0, 0], f"{split} set", dashes=dashes)
+    title = experiment.title("loss and accuracy along straight lines between solutions")
+    return _finish(fig, axes, title, experiment.relax_colours)
+
+
+@_themed
+def projection_probe(runs: pd.DataFrame, experiment: Experiment):
+    """Each embedded arm's readout test accuracy and that of its projection onto the CNN subspace
+    read as a CNN, against t_w; the CNN's own accuracy at t_w and chance as references."""
+    embedded = runs[runs["arm"].isin(names.EMBEDDED_ARMS)]
+    if embedded.empty:
+        return _message(experiment, "projection probe", "no eFCN or eLCN runs in runs.csv")
+    kept = embedded[embedded["diverged"] == 0].melt(
+        id_vars=["seed", "arm", "relax_time"], value_vars=list(PROBED), var_name="network"
+    )
+    # The CNN at t_w is where every relax run of (seed, t_w) starts: one of them per (seed, t_w).
+    starts = runs[runs["arm"].isin(names.RELAX_ARMS) & np.isfinite(runs["start_test_accuracy"])]
+    starts = starts.drop_duplicates(["seed", "relax_time"])
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    errorbar = experiment.errorbar
+    lines = dict(style="network", dashes=dict(zip(PROBED, DASHES)), err_style="bars")
+    lines |= dict(markers=dict(zip(PROBED, ("o", "X"))))
+    for index, arm in enumerate(names.EMBEDDED_ARMS):
+        mine = kept[kept["arm"] == arm]
+        with _nudged(ax, 8 * index - 4):
+            _line(ax, mine, "relax_time", "value", errorbar, color=ARM_COLOURS[arm], **lines)
+        for (network, label), dashes, marker in zip(PROBED.items(), DASHES, "oX"):
+            if (mine["network"] == network).any():
+                label = f"{names.ARM_LABELS[arm]}, {label}"
+                _key(ax, label, color=ARM_COLOURS[arm], dashes=dashes, marker=marker)
+    style = dict(color=ARM_COLOURS[names.CNN], lw=2, label="the CNN at t_w")
+    _line(ax, starts, "relax_time", "start_test_accuracy", experiment.errorbar, **style)
+    ax.axhline(experiment.chance, color=GREY, ls=":", lw=1, label="chance")
+    _epoch_axis(ax, "relax time t_w (epochs, symlog scale)", list(experiment.relax_colours))
+    _accuracy_axis(ax, "test accuracy (readout)")
+    lost = embedded[embedded["diverged"] != 0]
+    return _finish(fig, ax, experiment.title("relaxed nets and their projection" + _left_out(lost)))
+
+
+def parameter_counts_markdown(counts: pd.DataFrame) -> str:
+    """Markdown table: trainable parameters of each network and its size relative to the CNN."""
+    by_network = dict(zip(counts["network"], counts["parameters"]))
+    cnn = by_network.get(names.CNN)
+    lines = ["| network | parameters | × CNN |", "|---|---:|---:|"]
+    for network in (network for network in names.NETWORKS if network in by_network):
+        ratio = f"{by_network[network] / cnn:,.1f}" if cnn else "—"
+        lines.append(f"| {names.ARM_LABELS[network]} | {by_network[network]:,} | {ratio} |")
+    return (
+        "Trainable parameters per network (dense matrices have columns for real inputs only: "
+        "zero padding folded in).\n\n" + "\n".join(lines) + "\n"
+    )
+
+
+# -- sweeps: experiments that differ in one setting ---------------------------------------------------
+@_themed
+def gain_vs_setting(runs: pd.DataFrame, settings: Sequence[Mapping], setting: str):
+    """Paired per-seed gain of every arm over the standard FCN against the swept setting, one
+    panel per arm, a line per t_w; a diverged run counts at chance, as in the verdicts."""
+    experiments = [Experiment.from_settings(one) for one in settings]
+    values = {str(one["experiment"]): _setting(one, setting) for one in settings}
+    numeric = all(type(value) in (int, float) for value in values.values())
+    values = values if numeric else {name: str(value) for name, value in values.items()}
+    chance = 1 / runs["num_classes"]
+    accuracy = runs["test_accuracy"].where(runs["diverged"] == 0, chance)
+    readout = runs.assign(accuracy=accuracy, setting=runs["experiment"].map(values))
+    fcn = readout.loc[readout["arm"] == names.FCN, ["experiment", "seed", "accuracy"]]
+    paired = readout[readout["arm"] != names.FCN].merge(fcn, on=["experiment", "seed"])
+    paired["gain"] = paired["accuracy_x"] - paired["accuracy_y"]
+    colours = relax_time_colours(paired["relax_time"].dropna())
+    arms = [arm for arm in names.ARMS if (paired["arm"] == arm).any()]
+    ordered = sorted(values.values())
+    logarithmic = numeric and ordered[0] > 0 and 10 * ordered[0] <= ordered[-1]
+    fig, axes = _subplots(1, max(len(arms), 1), 3.4 * max(len(arms), 1) + 1.5, 4.4, sharey=True)
+    errorbar = experiments[0].errorbar
+    for ax, arm in zip(axes[0], arms):
+        relaxed = arm in names.RELAX_ARMS
+        style = dict(hue="relax_time", palette=colours) if relaxed else dict(color=ARM_COLOURS[arm])
+        rows = paired[paired["arm"] == arm]
+        _line(ax, rows, "setting", "gain", errorbar, marker="o", err_style="bars", **style)
+        ax.axhline(0, color=ARM_COLOURS[names.FCN], lw=1, label="standard FCN (gain 0)")
+        ax.set(title=names.ARM_LABELS[arm], xlabel=setting)
+        if numeric:  # ticks at the swept values, as plain numbers
+            ax.set_xscale("log" if logarithmic else "linear")
+            ax.xaxis.set_major_locator(ticker.FixedLocator(ordered))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda value, _: f"{value:,g}"))
+            ax.xaxis.set_minor_locator(ticker.NullLocator())
+    axes[0, 0].yaxis.set_major_formatter(ticker.PercentFormatter(xmax=1, decimals=0))
+    axes[0, 0].set_ylabel("test accuracy − standard FCN's (same seed)")
+    seeds = "–".join(map(str, sorted({one.seeds for one in experiments})))
+    title = f"gain over the standard FCN against {setting} ({len(experiments)} experiments; "
+    title += f"n = {seeds} seeds, mean and {experiments[0].confidence:.0%} paired t-interval)"
+    return _finish(fig, axes, title, colours)
+
+
+# -- writing ------------------------------------------------------------------------------------------
+def save_figure(fig, path) -> None:
+    """Write ``fig`` as PNG atomically and close it."""
+    try:
+        with atomic_path(path) as temporary:
             fig.savefig(temporary, format="png", dpi=DPI)
     finally:
         plt.close(fig)
 
 
-def draw_all(metrics, landscape, parameter_counts, outdir):
-    """Write every name in OUTPUTS to `outdir`; `landscape` may be None. Returns the paths."""
-    from pathlib import Path
-
-    outdir = Path(outdir)
-    metrics, outcomes = _prepared(metrics, None)
-    builders = {
-        "accuracy_vs_relax_time.png": lambda: plot_accuracy_vs_relax_time(metrics, outcomes),
-        "learning_curves.png": lambda: plot_learning_curves(metrics, outcomes),
-        "deviation.png": lambda: plot_deviation(metrics, outcomes),
-        "landscape.png": lambda: plot_landscape(landscape),
-        "projection_probe.png": lambda: plot_projection_probe(metrics, outcomes),
+def draw_all(settings, metrics, runs, landscape_paths, parameter_counts, outdir) -> list[Path]:
+    """Write every figure of names.FIGURES (PNG) and parameter_counts.md to ``outdir``."""
+    experiment = Experiment.from_settings(settings)
+    present = set(runs["relax_time"].dropna())
+    if landscape_paths is not None:
+        present |= set(landscape_paths["start_relax_time"].dropna())
+    unknown = sorted(present - set(experiment.relax_colours))
+    if unknown:
+        raise NeedleError(f"relax times {unknown} are not in settings.json: rerun their runs")
+    figures = {
+        "accuracy_vs_relax_time": lambda: accuracy_vs_relax_time(runs, experiment),
+        "learning_curves": lambda: learning_curves(metrics, runs, experiment),
+        "deviation": lambda: deviation(metrics, runs, experiment),
+        "landscape": lambda: landscape(landscape_paths, experiment),
+        "projection_probe": lambda: projection_probe(runs, experiment),
     }
-    paths = []
-    for name in FIGURES:
-        save_figure(builders[name](), outdir / name)
-        paths.append(outdir / name)
-    write_text_atomic(outdir / "parameter_counts.md", parameter_counts_markdown(parameter_counts))
-    paths.append(outdir / "parameter_counts.md")
-    return paths
+    outdir = Path(outdir)
+    for name in names.FIGURES:
+        save_figure(figures[name](), outdir / f"{name}.png")
+    atomic_write_text(outdir / "parameter_counts.md", parameter_counts_markdown(parameter_counts))
+    return [outdir / f"{name}.png" for name in names.FIGURES] + [outdir / "parameter_counts.md"]
