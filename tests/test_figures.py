@@ -112,6 +112,11 @@ def make_runs(settings, diverged=(), shift=0.0):
                 if dense
                 else math.nan,
                 "deviation": 0.3 if dense else math.nan,
+                "deviation_nonlocal": 0.2 if dense else math.nan,
+                "deviation_nonsharing": 0.22 if dense else math.nan,
+                "displacement_offsubspace": 0.9 if dense else math.nan,
+                "deviation_max_layer": 0.4 if dense else math.nan,
+                "deviation_max_layer_name": "conv3" if dense else "",
             }
         )
     return pd.DataFrame(rows)
@@ -580,7 +585,7 @@ def test_tables_that_do_not_match_their_settings_are_refused_in_one_line(tables,
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "runs table" in result.stderr and "['diverged']" in result.stderr
+    assert "runs table" in result.stderr and "lacks column(s) diverged" in result.stderr
 
 
 # -- sweeps ------------------------------------------------------------------------------------------------

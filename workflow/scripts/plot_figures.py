@@ -12,9 +12,9 @@ are configured, so the list of outputs never depends on the configuration.
 import argparse
 import time
 
-from needle import names
+from needle import tables
 from needle.errors import run_main
-from needle.plotting import RUNS_COLUMNS, draw_all, read_settings, read_table
+from needle.plotting import draw_all
 
 
 def parse_arguments(argv=None):
@@ -35,13 +35,13 @@ def main(argv=None):
     started = time.perf_counter()
     landscape = None
     if arguments.landscape:
-        landscape = read_table(arguments.landscape, names.LANDSCAPE_COLUMNS, "landscape table")
+        landscape = tables.read_landscape(arguments.landscape)
     paths = draw_all(
-        read_settings(arguments.settings),
-        read_table(arguments.metrics, names.TIDY_COLUMNS, "metrics table"),
-        read_table(arguments.runs, RUNS_COLUMNS, "runs table"),
+        tables.read_settings(arguments.settings),
+        tables.read_tidy(arguments.metrics),
+        tables.read_runs(arguments.runs),
         landscape,
-        read_table(arguments.parameter_counts, names.PARAMETER_COLUMNS, "parameter-count table"),
+        tables.read_parameter_counts(arguments.parameter_counts),
         arguments.outdir,
     )
     elapsed = time.perf_counter() - started

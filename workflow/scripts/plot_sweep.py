@@ -15,8 +15,9 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from needle import tables
 from needle.errors import NeedleError, run_main
-from needle.plotting import RUNS_COLUMNS, gain_vs_setting, read_settings, read_table, save_figure
+from needle.plotting import gain_vs_setting, save_figure
 
 
 def _flat(settings: Mapping, prefix: str = "") -> dict:
@@ -54,20 +55,22 @@ def main(argv=None):
     arguments = parse_arguments(argv)
     if len(arguments.settings) != len(arguments.runs):
         raise NeedleError("give one --runs table per --settings file, in the same order")
-    settings = [read_settings(path) for path in arguments.settings]
+    settings = [tables.read_settings(path) for path in arguments.settings]
     differing = differing_settings(settings)
     if len(settings) < 2 or differing != [arguments.setting]:
         raise NeedleError(
             f"a sweep needs two or more experiments that differ only in {arguments.setting!r}; "
             f"these differ in {differing or 'nothing'}"
         )
-    tables = []
+    run_tables = []
     for path, experiment in zip(arguments.runs, settings):
-        runs = read_table(path, RUNS_COLUMNS, "runs table")
+        runs = tables.read_runs(path)
         if set(runs["experiment"]) != {str(experiment["experiment"])}:
             raise NeedleError(f"{path} is not the runs table of {experiment['experiment']!r}")
-        tables.append(runs)
-    save_figure(gain_vs_setting(pd.concat(tables), settings, arguments.setting), arguments.output)
+        run_tables.append(runs)
+    save_figure(
+        gain_vs_setting(pd.concat(run_tables), settings, arguments.setting), arguments.output
+    )
     print(f"wrote {arguments.output}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -116,26 +115,6 @@ class Experiment:
     def title(self, what: str) -> str:
         interval = f"mean and {self.confidence:.0%} t-interval over seeds"
         return f"{self.name}: {what}\n{self.description}\nn = {self.seeds} seeds; {interval}"
-
-
-# -- reading the tables -------------------------------------------------------------------------------
-def read_table(path, columns: Sequence[str], what: str) -> pd.DataFrame:
-    """A CSV table with at least ``columns``; a missing, empty or incomplete one is a NeedleError."""
-    try:
-        table = pd.read_csv(path, dtype={"experiment": str})
-    except (OSError, pd.errors.EmptyDataError, pd.errors.ParserError) as error:
-        raise NeedleError(f"cannot read the {what} {path} ({error}): rerun its rule") from None
-    missing = [column for column in columns if column not in table.columns]
-    if missing:
-        raise NeedleError(f"the {what} {path} lacks columns {missing}: rerun its rule")
-    return table
-
-
-def read_settings(path) -> dict:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise NeedleError(f"cannot read the settings {path} ({error}): rerun its rule") from None
 
 
 def _curves(table: pd.DataFrame, runs: pd.DataFrame):
