@@ -14,6 +14,7 @@ def parse_arguments(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs", required=True, help="results/<e>/runs.csv")
     parser.add_argument("--embedding", required=True, help="results/<e>/embedding.csv")
     parser.add_argument("--landscape", help="results/<e>/landscape.csv (when configured)")
+    parser.add_argument("--stamp", help="results/<e>/stamp.json: how the run was made")
     parser.add_argument("--csv", required=True, help="summary.csv to write (claims)")
     parser.add_argument("--arms", required=True, help="arms.csv to write")
     parser.add_argument("--markdown", required=True, help="summary.md to write")
@@ -30,7 +31,8 @@ def main(argv=None) -> None:
         tables.read_embedding(args.embedding),
         tables.read_landscape(args.landscape) if args.landscape else None,
     )
-    blocks = summary_page.page(result, settings)
+    stamp = tables.read_stamp(args.stamp) if args.stamp else None
+    blocks = summary_page.page(result, settings, stamp)
     atomic_write_text(args.csv, result.claims.to_csv(index=False))
     atomic_write_text(args.arms, result.arms.to_csv(index=False))
     atomic_write_text(args.markdown, summary_page.markdown(blocks))

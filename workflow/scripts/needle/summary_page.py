@@ -17,11 +17,12 @@ from needle import names, stats
 from needle.summary import MEASURES, Summary
 
 
-def page(summary: Summary, settings: dict) -> list[tuple]:
+def page(summary: Summary, settings: dict, stamp: dict | None = None) -> list[tuple]:
     claims, arms = summary.claims, summary.arms
     blocks = [
         ("h1", f"needle summary: {settings['experiment']}"),
         ("p", settings_line(settings)),
+        *([("p", provenance_line(stamp))] if stamp else []),
         ("h2", "How the numbers were made"),
         ("list", rules(settings)),
         ("h2", "Arms: readout accuracy over seeds"),
@@ -57,6 +58,17 @@ def page(summary: Summary, settings: dict) -> list[tuple]:
     if missing:
         blocks += [("h2", "Missing runs (configured, absent from the tables)"), ("list", missing)]
     return blocks
+
+
+def provenance_line(stamp: dict) -> str:
+    """How the run was made (stamp.json, needle/provenance.py): command, commit, machine, time."""
+    minutes = stamp["wall_seconds"] / 60
+    versions = ", ".join(f"{name} {version}" for name, version in stamp["versions"].items())
+    return (
+        f"Made by `{stamp['command']}` at commit {stamp['commit']} on {stamp['machine']} "
+        f"({versions}); {stamp['jobs']} training jobs, {minutes:.0f} min of wall time from the "
+        f"first job's start to the last one's end, finished {stamp['finished']}."
+    )
 
 
 def settings_line(settings: dict) -> str:
@@ -324,16 +336,17 @@ def _comparison_rows(claims: pd.DataFrame) -> list[list[str]]:
 
 
 # -- rendering -------------------------------------------------------------------------------------
-def markdown(blocks: list[tuple]) -> str:
+def markdown(blocks: list[tuple], heading_level: int = 1) -> str:
+    """Markdown of the page; "h1" becomes a heading of ``heading_level`` (a README section: 3)."""
+
     def cell(text) -> str:
         return str(text).replace("|", "\\|").replace("\n", " ")
 
     lines = []
     for kind, *content in blocks:
-        if kind == "h1":
-            lines += [f"# {content[0]}", ""]
-        elif kind == "h2":
-            lines += [f"## {content[0]}", ""]
+        if kind in ("h1", "h2"):
+            level = heading_level + (kind == "h2")
+            lines += [f"{'#' * level} {content[0]}", ""]
         elif kind == "p":
             lines += [content[0], ""]
         elif kind == "list":

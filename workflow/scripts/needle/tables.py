@@ -625,6 +625,35 @@ def _check_settings(table: _Table, settings: dict) -> None:
         raise table.fail(f"comparison.confidence {confidence!r} is not in (0.5, 1)")
 
 
+STAMP_KEYS = (
+    "experiment",
+    "command",
+    "commit",
+    "machine",
+    "versions",
+    "seeds",
+    "finished",
+    "wall_seconds",
+    "jobs",
+    "job_seconds",
+)
+
+
+def read_stamp(path) -> dict:
+    """stamp.json (workflow/scripts/stamp.py): how an experiment's results were made."""
+    table = _Table(path, "stamp", "rerun the stamp rule (snakemake --forcerun stamp)")
+    try:
+        stamp = json.loads(table.path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise table.fail("does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise table.fail(f"is not JSON ({error})") from None
+    missing = [key for key in STAMP_KEYS if not isinstance(stamp, dict) or key not in stamp]
+    if missing:
+        raise table.fail(f"lacks {', '.join(missing)}")
+    return stamp
+
+
 def parameter_count_rows(cnn, *, experiment: str, dataset: str, model: str, width: int | None):
     """parameter_counts.csv for ``cnn``: its own count and those of its eLCN, eFCN and FCN."""
     from needle.embed import parameter_counts  # torch: only this function needs it
