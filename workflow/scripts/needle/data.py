@@ -73,6 +73,9 @@ class Data:
     image_size: int
     num_classes: int
     name: str
+    # STAND-IN until the core branch lands: the validation split of the contract
+    validation_x: torch.Tensor = field(default=None, repr=False)
+    validation_y: torch.Tensor = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -263,6 +266,7 @@ def load_dataset(
     data_dir: str | os.PathLike,
     *,
     train_size: int | None = None,
+    validation_size: int = 0,  # STAND-IN until the core branch lands
     test_size: int | None = None,
     canvas_size: int = 0,
     seed: int = 0,
@@ -284,6 +288,24 @@ def load_dataset(
     train_u8, train_y = _read_split(name, data_dir, train=True)
     test_u8, test_y = _read_split(name, data_dir, train=False)
 
+    # STAND-IN until the core branch lands: a fixed validation split, training drawn from the rest
+    all_train_u8, all_train_y = train_u8, train_y
+    validation_index = (
+        _balanced_subset(
+            train_y,
+            spec.num_classes,
+            validation_size,
+            _generator(0, "validation"),
+            "validation_size",
+            spec,
+        )
+        if validation_size
+        else torch.zeros(0, dtype=torch.int64)
+    )
+    rest = torch.ones(len(train_y), dtype=torch.bool)
+    rest[validation_index] = False
+    rest_index = torch.nonzero(rest).flatten()
+    train_u8, train_y = train_u8[rest_index], train_y[rest_index]
     train_index = _balanced_subset(
         train_y, spec.num_classes, train_size, _generator(seed, "train-subset"), "train_size", spec
     )
@@ -296,7 +318,27 @@ def load_dataset(
     test_x, test_y = _finish(
         spec, test_u8, test_y, test_index, size, _generator(seed, "test-canvas"), device
     )
-    return Data(train_x, train_y, test_x, test_y, spec.in_channels, size, spec.num_classes, name)
+    validation_x, validation_y = _finish(
+        spec,
+        all_train_u8,
+        all_train_y,
+        validation_index,
+        size,
+        _generator(0, "validation-canvas"),
+        device,
+    )
+    return Data(
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        spec.in_channels,
+        size,
+        spec.num_classes,
+        name,
+        validation_x,
+        validation_y,
+    )
 
 
 def _read_split(name: str, data_dir, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

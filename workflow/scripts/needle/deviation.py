@@ -227,3 +227,42 @@ def project_to_cnn(net: nn.Module, cnn_template: nn.Sequential) -> nn.Sequential
             target.load_state_dict(layer.state_dict())
     cnn.train(net.training)
     return cnn
+
+
+# -- STAND-IN until the core branch lands: the probe of the contract (moved from protocol.py) -------
+class DenseProbe:
+    """Deviation from the CNN subspace, distance travelled since the run's start, the share of that
+    displacement off the subspace, and the CNN read back from the projection."""
+
+    def __init__(self, net, cnn_template, data, eval_batch_size: int, precision: str):
+        self.cnn_template, self.data = cnn_template, data
+        self.eval_batch_size, self.precision = eval_batch_size, precision
+        self.start = copy.deepcopy(net)
+        self.start_norm = self._norm(self.start.parameters())
+
+    @staticmethod
+    def _norm(tensors) -> float:
+        return math.sqrt(
+            sum(torch.linalg.vector_norm(tensor).double().item() ** 2 for tensor in tensors)
+        )
+
+    @torch.no_grad()
+    def __call__(self, net) -> dict:
+        from needle.evaluation import evaluate
+
+        travelled = self._norm(p - s for p, s in zip(net.parameters(), self.start.parameters()))
+        row = {"distance_from_start": travelled / self.start_norm}
+        projected = project_to_cnn(net, self.cnn_template)
+        loss, accuracy = evaluate(
+            projected, self.data.test_x, self.data.test_y, self.eval_batch_size, self.precision
+        )
+        row["projected_test_loss"], row["projected_test_accuracy"] = loss, accuracy
+        displacement = copy.deepcopy(net)
+        for moved, start in zip(displacement.parameters(), self.start.parameters()):
+            moved.sub_(start)
+        offsubspace = layer_deviations(displacement)
+        for layer, parts in layer_deviations(net).items():
+            for part, value in parts.items():
+                row[f"{part}/{layer}"] = value
+            row[f"displacement_offsubspace/{layer}"] = offsubspace[layer]["deviation"]
+        return row

@@ -474,15 +474,22 @@ def _fresh_copy(layer: nn.Module) -> nn.Module:
     return layer
 
 
-def standard_fcn(cnn: nn.Sequential, input_shape=None) -> nn.Sequential:
+def standard_fcn(cnn: nn.Sequential, input_shape=None, *, fan_in: str = "real") -> nn.Sequential:
     """A standard FCN with exactly the eFCN's layer shapes (same pooling and head), all weights
     freshly initialised with PyTorch's default (nn.Linear init, fan_in = C*H*W for Dense2d)."""
-    return _replace_convs(
-        cnn,
-        input_shape,
-        lambda conv, in_shape: Dense2d(**_geometry_args(conv, in_shape), initialize=True),
-        _fresh_copy,
-    )
+
+    def dense(conv, in_shape):
+        layer = Dense2d(**_geometry_args(conv, in_shape), initialize=True)
+        if fan_in == "padded":  # STAND-IN until the core branch lands: the authors' padded fan-in
+            c, h, w = layer.in_shape
+            (ph, pw) = layer.padding
+            bound = 1 / math.sqrt(c * (h + 2 * ph) * (w + 2 * pw))
+            with torch.no_grad():
+                layer.weight.uniform_(-bound, bound)
+                layer.bias.uniform_(-bound, bound)
+        return layer
+
+    return _replace_convs(cnn, input_shape, dense, _fresh_copy)
 
 
 def parameter_counts(cnn: nn.Sequential, input_shape=None) -> dict[str, int]:
