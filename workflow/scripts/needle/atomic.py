@@ -32,16 +32,27 @@ def remove_stale_temporaries(path: str | os.PathLike) -> None:
         stale.unlink(missing_ok=True)
 
 
+def _disk_full(error: BaseException | None) -> OSError | None:
+    """The full-disk OSError behind ``error``, if any: writers such as torch's zip writer raise
+    their own error while cleaning up after the OSError, which then is only its context."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _FULL:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 @contextlib.contextmanager
 def _full_disk_named(path: Path) -> Iterator[None]:
     try:
         yield
-    except OSError as error:
-        if error.errno in _FULL:
-            raise NeedleError(
-                f"{_FULL[error.errno]}: {path} (free some space and rerun; finished work is kept)"
-            ) from None
-        raise
+    except Exception as error:
+        full = _disk_full(error)
+        if full is None:
+            raise
+        raise NeedleError(
+            f"{_FULL[full.errno]}: {path} (free some space and rerun; finished work is kept)"
+        ) from None
 
 
 @contextlib.contextmanager
