@@ -235,7 +235,8 @@ class _RunLog:
             f"(train loss {row['train_loss']:.4g}, train accuracy {row['train_accuracy']:.3f})"
         )
         if recorded:
-            self.say(f"{message}; recorded (on_divergence: record), training stops")
+            stops = "" if code == AT_CHANCE else ", training stops"  # chance: judged at the end
+            self.say(f"{message}; recorded (on_divergence: record){stops}")
         return (
             f"{message}; {_HOW_TO_FIX[code]}, or set divergence.on_divergence: record to keep the "
             "run as a marked failure"
