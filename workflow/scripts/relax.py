@@ -23,7 +23,10 @@ def main() -> None:
         "(cnn_continued)",
     )
     parser.add_argument(
-        "--epochs", type=cli.positive_int, default=experiment_default("relax.epochs")
+        "--epochs",
+        type=cli.positive_int,
+        default=experiment_default("relax.epochs"),
+        help="epochs of this run",
     )
     cli.add_run_outputs(parser, final_weights=True)
     args = parser.parse_args()

@@ -13,7 +13,12 @@ def main() -> None:
     cli.add_optimiser_arguments(parser)
     cli.add_divergence_arguments(parser)
     cli.add_runtime_arguments(parser)
-    parser.add_argument("--epochs", type=cli.positive_int, default=experiment_default("cnn.epochs"))
+    parser.add_argument(
+        "--epochs",
+        type=cli.positive_int,
+        default=experiment_default("cnn.epochs"),
+        help="epochs of this run",
+    )
     parser.add_argument(
         "--checkpoint-points",
         type=cli.integer(2),

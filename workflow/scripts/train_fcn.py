@@ -19,7 +19,12 @@ def main() -> None:
         default=experiment_default("fcn_init_fan_in"),
         help="init bounds from the real input (PyTorch's default) or the zero-padded one (authors)",
     )
-    parser.add_argument("--epochs", type=cli.positive_int, default=experiment_default("fcn.epochs"))
+    parser.add_argument(
+        "--epochs",
+        type=cli.positive_int,
+        default=experiment_default("fcn.epochs"),
+        help="epochs of this run",
+    )
     cli.add_run_outputs(parser, final_weights=True)
     args = parser.parse_args()
     config = cli.train_config(args, args.epochs)

@@ -27,8 +27,18 @@ class ArgumentParser(argparse.ArgumentParser):
         raise NeedleError(f"{self.prog}: {message} (see --help)")
 
 
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every default in --help is the schema's: show it beside the argument's help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
 def parser(description: str | None) -> ArgumentParser:
-    return ArgumentParser(description=description)
+    return ArgumentParser(description=description, formatter_class=_ShowDefaults)
 
 
 # -- value types: what the schema accepts, as argparse types -----------------------------------------------
@@ -86,7 +96,7 @@ SEED_MAXIMUM = 2**31 - 1  # the schema's bound on seeds
 # -- the shared groups -----------------------------------------------------------------------------------
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", required=True, choices=list(DATASETS))
+    group.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset")
     group.add_argument(
         "--data-dir", default=config_default("data_dir"), help="where the raw dataset files live"
     )
@@ -124,7 +134,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=list(MODELS), default=experiment_default("model"))
+    group.add_argument(
+        "--model", choices=list(MODELS), default=experiment_default("model"), help="the CNN"
+    )
     group.add_argument(
         "--width",
         type=positive_int,
@@ -135,22 +147,35 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_optimiser_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("optimiser (plain SGD, cross-entropy; shared by every arm)")
-    group.add_argument("--lr", type=number(above=0), default=experiment_default("optimiser.lr"))
+    group.add_argument(
+        "--lr",
+        type=number(above=0),
+        default=experiment_default("optimiser.lr"),
+        help="learning rate",
+    )
     group.add_argument(
         "--momentum",
         type=number(at_least=0, below=1),
         default=experiment_default("optimiser.momentum"),
+        help="SGD momentum",
     )
     group.add_argument(
         "--weight-decay",
         type=number(at_least=0),
         default=experiment_default("optimiser.weight_decay"),
+        help="L2 weight decay",
     )
     group.add_argument(
-        "--batch-size", type=positive_int, default=experiment_default("optimiser.batch_size")
+        "--batch-size",
+        type=positive_int,
+        default=experiment_default("optimiser.batch_size"),
+        help="training mini-batch",
     )
     group.add_argument(
-        "--eval-batch-size", type=positive_int, default=experiment_default("eval_batch_size")
+        "--eval-batch-size",
+        type=positive_int,
+        default=experiment_default("eval_batch_size"),
+        help="batch for evaluation only",
     )
     group.add_argument(
         "--shuffle",
@@ -159,7 +184,12 @@ def add_optimiser_arguments(parser: argparse.ArgumentParser) -> None:
         help="reshuffle every epoch, in an order fixed by (seed, epoch) (--no-shuffle: the "
         "authors' fixed order)",
     )
-    group.add_argument("--precision", choices=PRECISIONS, default=experiment_default("precision"))
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=experiment_default("precision"),
+        help="fp32 keeps the embedding exact; tf32 and bf16 trade accuracy for GPU speed",
+    )
 
 
 def add_divergence_arguments(parser: argparse.ArgumentParser) -> None:
