@@ -409,6 +409,8 @@ def test_a_diverged_cnn_is_recorded_and_its_unreached_checkpoints_hold_its_last_
 
 def test_relax_runs_from_a_diverged_checkpoint_record_one_row_with_code_4(runs):
     assert load(runs["embed_diverged"] / "embedded.pt")["diverged"] == 1, "carried over"
+    record = pd.read_csv(runs["embed_diverged"] / "embedding.csv").iloc[0]
+    assert math.isnan(record["max_abs_logit_difference_fp64"]), "no claim of exactness for NaN"
     for name in ("efcn_from_diverged", "control_from_diverged"):
         rows = read_rows(runs[name] / "metrics.csv")
         assert [(row["epoch"], row["diverged"]) for row in rows] == [(str(LATE), "4")], name

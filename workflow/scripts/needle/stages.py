@@ -158,15 +158,18 @@ def _logit_differences(cnn, net, images, chunk: int = 500) -> tuple[float, float
     """(max |CNN - net| in float32, the same in float64, max |CNN logit| in float64). Converts
     both networks to float64 in place: call it after their float32 weights are saved."""
     set_precision("fp32")  # no TF32: the float32 comparison is of the nets as trained in fp32
-    cnn.eval(), net.eval()  # dropout off
+    cnn.eval()  # dropout off
+    net.eval()
 
     def largest(a, b, inputs) -> tuple[float, float]:
-        gap, scale = 0.0, 0.0
+        # torch.maximum, not max(): a NaN (a diverged checkpoint) must show, not be skipped
+        gap = scale = torch.zeros((), dtype=torch.float64, device=inputs.device)
         for start in range(0, len(inputs), chunk):
             reference = a(inputs[start : start + chunk])
-            gap = max(gap, (reference - b(inputs[start : start + chunk])).abs().max().item())
-            scale = max(scale, reference.abs().max().item())
-        return gap, scale
+            difference = reference - b(inputs[start : start + chunk])
+            gap = torch.maximum(gap, difference.abs().max().double())
+            scale = torch.maximum(scale, reference.abs().max().double())
+        return gap.item(), scale.item()
 
     fp32, _ = largest(cnn, net, images)
     fp64, scale = largest(cnn.double(), net.double(), images.double())

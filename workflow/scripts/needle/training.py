@@ -244,10 +244,13 @@ class _RunLog:
 
     def close(self, rows: list[dict]) -> None:
         seconds = time.perf_counter() - self.started
-        if self.trained:
-            done = f"this process trained epochs {self.trained[0]}-{self.trained[-1]}"
-        else:
+        first, last_trained = (self.trained[0], self.trained[-1]) if self.trained else (0, 0)
+        if not self.trained:
             done = "this process trained no epochs"
+        elif first == last_trained:
+            done = f"this process trained epoch {first}"
+        else:
+            done = f"this process trained epochs {first}-{last_trained}"
         last = rows[-1]
         self.say(
             f"{self.name}: {done} in {seconds:.1f} s; last epoch {last['epoch']}, test accuracy "
