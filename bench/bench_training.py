@@ -5,7 +5,7 @@ For each case (a network and a dataset shape) this times, in ONE run on the same
 interleaved round by round so that all three see the same background load:
 
 (a) project    one whole epoch through the project's own code: `needle.training.Trainer` with the
-               extras the stage uses (`needle.protocol.DenseProbe` for a relax run: deviation,
+               extras the stage uses (`needle.deviation.DenseProbe` for a relax run: deviation,
                projection and projected test accuracy, distance travelled), i.e. the shuffled
                order, every SGD step, the test evaluation and the metrics row. The run's epoch-0
                row (full train-set evaluation + probe, once per run) is timed separately.
@@ -56,9 +56,11 @@ from bench_embed import cpu_model
 
 import needle  # noqa: F401  (first, as in the stage scripts: it sets the allocator up before torch loads)
 from needle import embed, models
+from needle.deviation import DenseProbe
 from needle.embed import Dense2d
-from needle.protocol import DenseProbe
-from needle.training import TrainConfig, Trainer, evaluate
+from needle.evaluation import evaluate
+from needle.resume import ResumeState
+from needle.training import TrainConfig, Trainer
 
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
 CIFAR_MEAN, CIFAR_STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
@@ -94,10 +96,11 @@ def timed(device, function) -> float:
 
 # -- data --------------------------------------------------------------------------------------------
 class Data:
-    """The fields of needle.data.Data that Trainer and DenseProbe read."""
+    """The fields of needle.data.Data that Trainer and DenseProbe read (no validation split)."""
 
     def __init__(self, train_x, train_y, test_x, test_y, num_classes, name):
         self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
+        self.validation_x, self.validation_y = train_x[:0], train_y[:0]
         self.in_channels, self.image_size = train_x.shape[1], train_x.shape[2]
         self.num_classes, self.name = num_classes, name
 
@@ -164,10 +167,10 @@ class ProjectEpoch:
             net,
             data,
             config,
-            run_name="bench",
-            extra_metrics=self.probe,
+            name="bench",
+            probe=self.probe,
+            resume=ResumeState.claim(self.state_dir.name, "bench", log=io.StringIO()),
             log=io.StringIO(),
-            state_path=Path(self.state_dir.name) / "state.pt",
         )
         self.data, self.config, self.net = data, config, net
         self.epoch, self.rows = 0, []
@@ -188,7 +191,7 @@ class ProjectEpoch:
         parts = {}
         sync(device)
         start = time.perf_counter()
-        loss, accuracy = self.trainer._train_epoch()
+        loss, accuracy = self.trainer._train_epoch(self.epoch)
         sync(device)
         parts["train"] = time.perf_counter() - start
         test_start = time.perf_counter()
@@ -200,7 +203,8 @@ class ProjectEpoch:
         # The row the run would write is exactly test eval + probe (timed above part by part).
         # Then the resume state, which the stage rewrites atomically after every epoch.
         self.rows.append({"epoch": self.epoch, "train_loss": loss, "train_accuracy": accuracy})
-        parts["state"] = timed(device, lambda: self.trainer._save_state(self.epoch, self.rows))
+        resume, optimizer = self.trainer.resume, self.trainer.optimizer
+        parts["state"] = timed(device, lambda: resume.save(self.rows, self.net, optimizer))
         parts["epoch"] = (
             parts["train"] + parts["test eval"] + parts.get("probe", 0.0) + parts["state"]
         )

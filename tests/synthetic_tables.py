@@ -158,7 +158,7 @@ def run_metrics(
 
 
 def _column_order(arm: str) -> list[str]:
-    return tables.run_columns(arm, [*LAYERS, names.POOLED_LAYER])
+    return list(names.run_columns(LAYERS if arm in names.DENSE_ARMS else ()))
 
 
 def _probe(arm: str, since, columns: dict, deviation: float, displacement: float) -> dict:

@@ -1,114 +1,143 @@
 """Every stage script runs end to end on the CPU, as the workflow runs it: `python workflow/scripts/X.py`.
 
-Tiny fake Fashion-MNIST (200 train / 100 test images), a Skinny CNN of width 4 and 1-3 epochs keep
-each run to a few seconds, most of it the import of torch. Runs that do not depend on each other
-start two at a time; the module fixtures below are the runs, the tests read their outputs.
+Tiny fake Fashion-MNIST (200 training images, 20 of them held out for validation, 100 test images),
+a Skinny CNN of width 4 and 1-3 epochs keep each run to a few seconds, most of it the import of
+torch. Runs that do not depend on each other start two at a time; the module fixtures below are
+the runs, the tests read their outputs. A tiny AlexNet goes through every stage script too.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import CPU, SCRIPTS, run_script, run_scripts
+from conftest import CPU, PYTHON, SCRIPTS, run_script, run_scripts, script_env
 
-from needle import embed, protocol
-from needle.schedule import checkpoint_epochs
+from needle import checkpoints, embed
+from needle import data as datasets
+from needle.evaluation import evaluate
+from needle.names import (
+    EMBEDDING_COLUMNS,
+    LANDSCAPE_COLUMNS,
+    LANDSCAPE_PATH_KINDS,
+    RUN_COLUMNS,
+    run_columns,
+)
 
-pytestmark = pytest.mark.slow  # ~30 stage subprocesses: about two minutes on 2 shared cores
+pytestmark = pytest.mark.slow  # ~40 stage subprocesses: minutes on 2 shared cores
 
 CNN_EPOCHS, CHECKPOINT_POINTS = 3, 3  # checkpoints at epochs 0, 1 and 3
-RELAX_TIME, RELAX_EPOCHS = 1, 2
-LAST = CNN_EPOCHS  # the zero-epoch relax runs start from the last checkpoint
-OPTIMISER = ("--batch-size", "50", "--eval-batch-size", "500")
-STAGE_SCRIPTS = [
-    "prepare_data.py",
-    "train_cnn.py",
-    "relax.py",
-    "train_fcn.py",
-    "interpolate.py",
-    "aggregate_metrics.py",
-    "parameter_counts.py",
-    "summarize.py",
-    "plot_figures.py",
-]
+RELAX_TIME, LATE, RELAX_EPOCHS = 1, 3, 2
+VALIDATION = 20
+# Tiny nets learn little in 3 epochs; the at-chance rule is specified in test_training.py and
+# test_stage_errors.py, so these runs are never judged by it.
+TRAINING = ("--lr", "0.1", "--batch-size", 50, "--eval-batch-size", 500)
+NOT_JUDGED_AT_CHANCE = ("--divergence-chance-epochs", 10)
+ARCH = {"model": "skinny", "in_channels": 1, "image_size": 28, "num_classes": 10, "width": 4}
+CONV_LAYERS = ("conv1", "conv2", "conv3")
+
+# The contract's command line of each script (beyond the shared groups, checked separately).
+DATA = ("--dataset", "--data-dir", "--canvas-size", "--train-size", "--validation-size")
+DATA += ("--test-size", "--seed")
+MODEL = ("--model", "--width")
+OPTIMISER = ("--lr", "--momentum", "--weight-decay", "--batch-size", "--eval-batch-size")
+OPTIMISER += ("--shuffle", "--no-shuffle", "--precision")
+DIVERGENCE = ("--on-divergence", "--divergence-loss-factor", "--divergence-chance-epochs")
+RUNTIME = ("--device", "--threads")
+TRAINING_GROUPS = DATA + MODEL + OPTIMISER + DIVERGENCE + RUNTIME
+CONTRACT_FLAGS = {
+    "prepare_data.py": ("--dataset", "--data-dir", "--done"),
+    "train_cnn.py": TRAINING_GROUPS
+    + ("--epochs", "--checkpoint-points", "--checkpoint-dir", "--metrics", "--resume-dir"),
+    "embed.py": DATA
+    + MODEL
+    + RUNTIME
+    + ("--arm", "--relax-time", "--checkpoint", "--check-images", "--embedded", "--record"),
+    "relax.py": TRAINING_GROUPS
+    + ("--arm", "--relax-time", "--start", "--epochs", "--metrics", "--final-weights")
+    + ("--resume-dir",),
+    "train_fcn.py": TRAINING_GROUPS
+    + ("--fan-in", "--epochs", "--metrics", "--final-weights", "--resume-dir"),
+    "landscape.py": DATA
+    + MODEL
+    + RUNTIME
+    + ("--experiment", "--relax-times", "--cnn-checkpoints", "--efcn-finals", "--fcn-final")
+    + ("--points", "--examples", "--eval-batch-size", "--output"),
+    "parameter_counts.py": ("--experiment", "--dataset", "--canvas-size", *MODEL, "--output"),
+}
 
 
-def data_args(data_dir, seed=0, dataset="fashion-mnist", *extra):
-    return ("--dataset", dataset, "--data-dir", data_dir, "--seed", seed, "--width", 4, *extra)
-
-
-def cnn_command(out: Path, data_dir, seed=0, dataset="fashion-mnist", epochs=CNN_EPOCHS, *extra):
+def data_args(data_dir, seed=0, dataset="fashion-mnist", extra=()):
     return (
-        "train_cnn.py",
-        *data_args(data_dir, seed, dataset, *extra),
-        "--epochs",
-        epochs,
-        "--lr",
-        "0.1",
-        "--checkpoint-points",
-        CHECKPOINT_POINTS,
-        *OPTIMISER,
-        *CPU,
-        "--checkpoint-dir",
-        out / "checkpoints",
-        "--metrics",
-        out / "metrics.csv",
+        *("--dataset", dataset, "--data-dir", data_dir, "--seed", seed, "--width", 4),
+        *("--validation-size", VALIDATION, *CPU, *extra),
     )
 
 
-def relax_command(
-    out: Path,
-    data_dir,
-    checkpoint_dir: Path,
-    *,
-    arm="efcn",
-    relax_time=RELAX_TIME,
-    epochs=RELAX_EPOCHS,
-    seed=0,
-    dataset="fashion-mnist",
-    extra=(),
+def cnn_command(
+    out: Path, data_dir, *, seed=0, dataset="fashion-mnist", epochs=CNN_EPOCHS, extra=()
 ):
     return (
-        "relax.py",
-        *data_args(data_dir, seed, dataset, *extra),
-        "--epochs",
-        epochs,
-        "--lr",
-        "0.02",
-        *OPTIMISER,
-        *CPU,
-        "--arm",
-        arm,
-        "--relax-time",
-        relax_time,
-        "--checkpoint",
-        checkpoint_dir / f"epoch{relax_time}.pt",
-        "--metrics",
-        out / "metrics.csv",
-        "--final-weights",
-        out / "final.pt",
+        "train_cnn.py",
+        *data_args(data_dir, seed, dataset),
+        *TRAINING,
+        *NOT_JUDGED_AT_CHANCE,
+        *("--epochs", epochs, "--checkpoint-points", CHECKPOINT_POINTS),
+        *("--checkpoint-dir", out / "checkpoints", "--metrics", out / "metrics.csv"),
+        *extra,  # last: it overrides the settings above
     )
 
 
-def fcn_command(out: Path, data_dir, seed=0):
+def embed_command(out: Path, data_dir, checkpoint: Path, *, arm="efcn", relax_time=RELAX_TIME,
+                  seed=0, dataset="fashion-mnist", extra=()):  # fmt: skip
+    return (
+        "embed.py",
+        *data_args(data_dir, seed, dataset, extra),
+        *("--arm", arm, "--relax-time", relax_time, "--checkpoint", checkpoint),
+        *("--embedded", out / "embedded.pt", "--record", out / "embedding.csv"),
+    )
+
+
+def relax_command(out: Path, data_dir, start: Path, *, arm="efcn", relax_time=RELAX_TIME,
+                  epochs=RELAX_EPOCHS, seed=0, dataset="fashion-mnist", extra=()):  # fmt: skip
+    return (
+        "relax.py",
+        *data_args(data_dir, seed, dataset),
+        *TRAINING,
+        *NOT_JUDGED_AT_CHANCE,
+        *("--arm", arm, "--relax-time", relax_time, "--start", start, "--epochs", epochs),
+        *("--metrics", out / "metrics.csv", "--final-weights", out / "final.pt"),
+        *extra,  # last: it overrides the settings above
+    )
+
+
+def fcn_command(out: Path, data_dir, *, seed=0, epochs=2, extra=()):
     return (
         "train_fcn.py",
         *data_args(data_dir, seed),
-        "--epochs",
-        2,
-        "--lr",
-        "0.05",
-        *OPTIMISER,
-        *CPU,
-        "--metrics",
-        out / "metrics.csv",
-        "--final-weights",
-        out / "final.pt",
+        *TRAINING,
+        *NOT_JUDGED_AT_CHANCE,
+        *("--epochs", epochs),
+        *("--metrics", out / "metrics.csv", "--final-weights", out / "final.pt"),
+        *extra,  # last: it overrides the settings above
+    )
+
+
+def landscape_command(output: Path, data_dir, relax_times, cnn: Path, finals, fcn_final: Path,
+                      extra=()):  # fmt: skip
+    return (
+        "landscape.py",
+        *data_args(data_dir, extra=extra),
+        *("--experiment", "tiny", "--relax-times", *relax_times),
+        *("--cnn-checkpoints", *(cnn / "checkpoints" / f"epoch{t}.pt" for t in relax_times)),
+        *("--efcn-finals", *finals, "--fcn-final", fcn_final),
+        *("--points", 3, "--examples", 50, "--output", output),
     )
 
 
@@ -117,140 +146,135 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 # -- the runs ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, fashion_dir) -> dict[str, Path]:
-    """CNN and FCN twice with seed 0 and once with seed 1; then relax runs from the first CNN."""
+    """CNN and FCN twice with seed 0 and once with seed 1, a CNN that diverges (recorded); the
+    embeddings of their checkpoints; every relax arm from them; the landscape between them."""
     root = tmp_path_factory.mktemp("stages")
-    out = {
-        name: root / name
-        for name in (
-            "cnn",
-            "cnn_again",
-            "cnn_seed1",
-            "fcn",
-            "fcn_again",
-            "fcn_seed1",
-            "efcn",
-            "efcn_again",
-            "efcn_seed1",
-            "elcn",
-            "efcn_zero",
-            "elcn_zero",
-        )
-    }
+    out = {name: root / name for name in RUN_NAMES}
+    diverging = ("--lr", "1e6", "--on-divergence", "record")
     run_scripts(
         [
             cnn_command(out["cnn"], fashion_dir),
             cnn_command(out["cnn_again"], fashion_dir),
-            cnn_command(out["cnn_seed1"], fashion_dir, 1),
+            cnn_command(out["cnn_seed1"], fashion_dir, seed=1),
+            cnn_command(out["cnn_diverged"], fashion_dir, extra=diverging),
             fcn_command(out["fcn"], fashion_dir),
             fcn_command(out["fcn_again"], fashion_dir),
-            fcn_command(out["fcn_seed1"], fashion_dir, 1),
+            fcn_command(out["fcn_seed1"], fashion_dir, seed=1),
+            # one epoch at a negligible lr: the final weights are the init, bounds and all
+            fcn_command(out["fcn_init_real"], fashion_dir, epochs=1, extra=("--lr", "1e-12")),
+            fcn_command(
+                out["fcn_init_padded"],
+                fashion_dir,
+                epochs=1,
+                extra=("--lr", "1e-12", "--fan-in", "padded"),
+            ),
         ]
     )
-    checkpoints = out["cnn"] / "checkpoints"
+    checkpoint = {
+        name: out[name] / "checkpoints" / f"epoch{time}.pt"
+        for name, time in (("cnn", RELAX_TIME), ("cnn_seed1", RELAX_TIME))
+    }
+    late = out["cnn"] / "checkpoints" / f"epoch{LATE}.pt"
+    diverged_late = out["cnn_diverged"] / "checkpoints" / f"epoch{LATE}.pt"
     run_scripts(
         [
-            relax_command(out["efcn"], fashion_dir, checkpoints),
-            relax_command(out["efcn_again"], fashion_dir, checkpoints),
-            relax_command(out["efcn_seed1"], fashion_dir, checkpoints, seed=1),
-            relax_command(out["elcn"], fashion_dir, checkpoints, arm="elcn"),
-            relax_command(out["efcn_zero"], fashion_dir, checkpoints, relax_time=LAST, epochs=0),
+            embed_command(out["embed_efcn"], fashion_dir, checkpoint["cnn"]),
+            embed_command(out["embed_elcn"], fashion_dir, checkpoint["cnn"], arm="elcn"),
+            embed_command(out["embed_efcn_seed1"], fashion_dir, checkpoint["cnn_seed1"], seed=1),
+            embed_command(out["embed_efcn_late"], fashion_dir, late, relax_time=LATE),
+            embed_command(out["embed_diverged"], fashion_dir, diverged_late, relax_time=LATE),
+        ]
+    )
+    embedded = {name: out[f"embed_{name}"] / "embedded.pt" for name in EMBEDDINGS}
+    run_scripts(
+        [
+            relax_command(out["efcn"], fashion_dir, embedded["efcn"]),
+            relax_command(out["efcn_again"], fashion_dir, embedded["efcn"]),
+            relax_command(out["efcn_seed1"], fashion_dir, embedded["efcn_seed1"], seed=1),
+            relax_command(out["elcn"], fashion_dir, embedded["elcn"], arm="elcn"),
+            relax_command(out["control"], fashion_dir, checkpoint["cnn"], arm="cnn_continued"),
             relax_command(
-                out["elcn_zero"], fashion_dir, checkpoints, arm="elcn", relax_time=LAST, epochs=0
+                out["efcn_late"], fashion_dir, embedded["efcn_late"], relax_time=LATE, epochs=1
+            ),
+            relax_command(
+                out["efcn_from_diverged"], fashion_dir, embedded["diverged"], relax_time=LATE
+            ),
+            relax_command(
+                out["control_from_diverged"],
+                fashion_dir,
+                diverged_late,
+                arm="cnn_continued",
+                relax_time=LATE,
+            ),
+        ]
+    )
+    run_scripts(
+        [
+            landscape_command(
+                out["landscape"] / "landscape.csv",
+                fashion_dir,
+                (RELAX_TIME, LATE),
+                out["cnn"],
+                (out["efcn"] / "final.pt", out["efcn_late"] / "final.pt"),
+                out["fcn"] / "final.pt",
+            ),
+            landscape_command(
+                out["landscape_diverged"] / "landscape.csv",
+                fashion_dir,
+                (LATE,),
+                out["cnn_diverged"],
+                (out["efcn_from_diverged"] / "final.pt",),
+                out["fcn"] / "final.pt",
+            ),
+            (
+                "parameter_counts.py",
+                *("--experiment", "tiny", "--dataset", "fashion-mnist", "--width", 4),
+                *("--output", out["parameter_counts"] / "parameter_counts.csv"),
             ),
         ]
     )
     return out
 
 
-@pytest.fixture(scope="module")
-def tables(runs, tmp_path_factory, fashion_dir) -> dict[str, Path]:
-    """interpolate, aggregate_metrics and parameter_counts on the runs above."""
-    root = tmp_path_factory.mktemp("tables")
-    paths = {
-        "landscape": root / "landscape.csv",
-        "metrics": root / "metrics.csv",
-        "landscape_all": root / "landscape_all.csv",
-        "parameter_counts": root / "parameter_counts.csv",
+EMBEDDINGS = ("efcn", "elcn", "efcn_seed1", "efcn_late", "diverged")
+RUN_NAMES = (
+    *("cnn", "cnn_again", "cnn_seed1", "cnn_diverged"),
+    *("fcn", "fcn_again", "fcn_seed1", "fcn_init_real", "fcn_init_padded"),
+    *(f"embed_{name}" for name in EMBEDDINGS),
+    *("efcn", "efcn_again", "efcn_seed1", "elcn", "control", "efcn_late"),
+    *("efcn_from_diverged", "control_from_diverged"),
+    *("landscape", "landscape_diverged", "parameter_counts"),
+)
+
+
+# -- every script explains itself and takes the contract's arguments -------------------------------------
+def test_every_stage_script_prints_its_help_with_the_contract_flags_and_writes_nothing(tmp_path):
+    names = sorted(path.name for path in SCRIPTS.glob("*.py"))
+    processes = {
+        name: subprocess.Popen(
+            [PYTHON, str(SCRIPTS / name), "--help"],
+            cwd=tmp_path,
+            env=script_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
     }
-    cnn = runs["cnn"] / "checkpoints"
-    run_list = [
-        ("0", "cnn", "-", runs["cnn"] / "metrics.csv"),
-        ("0", "fcn", "-", runs["fcn"] / "metrics.csv"),
-        ("0", "efcn", RELAX_TIME, runs["efcn"] / "metrics.csv"),
-        ("0", "elcn", RELAX_TIME, runs["elcn"] / "metrics.csv"),
-        ("0", "efcn", LAST, runs["efcn_zero"] / "metrics.csv"),
-    ]
-    run_scripts(
-        [
-            (
-                "interpolate.py",
-                *data_args(fashion_dir),
-                "--experiment",
-                "tiny",
-                "--relax-times",
-                RELAX_TIME,
-                LAST,
-                "--cnn-checkpoints",
-                cnn / f"epoch{RELAX_TIME}.pt",
-                cnn / f"epoch{LAST}.pt",
-                "--efcn-finals",
-                runs["efcn"] / "final.pt",
-                runs["efcn_zero"] / "final.pt",
-                "--fcn-final",
-                runs["fcn"] / "final.pt",
-                "--points",
-                3,
-                "--examples",
-                50,
-                *CPU,
-                "--output",
-                paths["landscape"],
-            ),
-            (
-                "parameter_counts.py",
-                "--experiment",
-                "tiny",
-                "--dataset",
-                "fashion-mnist",
-                "--width",
-                4,
-                "--output",
-                paths["parameter_counts"],
-            ),
-        ]
-    )
-    run_script(
-        "aggregate_metrics.py",
-        "--experiment",
-        "tiny",
-        "--dataset",
-        "fashion-mnist",
-        "--model",
-        "skinny",
-        *[part for run in run_list for part in ("--run", *run)],
-        "--landscape",
-        paths["landscape"],
-        "--output",
-        paths["metrics"],
-        "--landscape-output",
-        paths["landscape_all"],
-    )
-    return paths
-
-
-# -- every script explains itself ----------------------------------------------------------------------------
-def test_every_stage_script_prints_its_help(tmp_path):
-    results = run_scripts([(name, "--help") for name in STAGE_SCRIPTS])
-    for name, result in zip(STAGE_SCRIPTS, results):
-        assert result.returncode == 0, name
-        assert result.stdout.startswith("usage:"), name
-        assert not (tmp_path / "results").exists()
-    assert sorted(STAGE_SCRIPTS) == sorted(p.name for p in SCRIPTS.glob("*.py")), (
-        "a stage script lacks a --help test"
-    )
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0 and stdout.startswith("usage:"), (name, stderr[-2000:])
+        for flag in CONTRACT_FLAGS.get(name, ()):
+            assert re.search(rf"(?<![\w-]){flag}(?![\w-])", stdout), f"{name} lacks {flag}"
+    assert set(CONTRACT_FLAGS) <= set(names)
+    assert not list(tmp_path.iterdir()), "--help wrote files"
 
 
 # -- CNN ---------------------------------------------------------------------------------------------------
@@ -262,103 +286,153 @@ def test_cnn_writes_one_metrics_row_per_epoch_with_the_contract_columns(runs):
         "epochs_since_relax",
         "train_loss",
         "train_accuracy",
+        "validation_loss",
+        "validation_accuracy",
         "test_loss",
         "test_accuracy",
         "diverged",
     ]
     for row in rows:
-        assert 0 <= float(row["test_accuracy"]) <= 1 and math.isfinite(float(row["train_loss"]))
+        for split in ("train", "validation", "test"):
+            assert 0 <= float(row[f"{split}_accuracy"]) <= 1
+            assert math.isfinite(float(row[f"{split}_loss"]))
         assert row["diverged"] == "0"
     assert not (runs["cnn"] / "resume").exists(), "a finished run leaves no resume state behind"
 
 
 def test_cnn_checkpoints_hold_weights_and_optimizer_at_epoch_0_and_every_log_spaced_epoch(runs):
-    expected = checkpoint_epochs(CNN_EPOCHS, CHECKPOINT_POINTS)
-    assert expected == [0, 1, 3]
     folder = runs["cnn"] / "checkpoints"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        f"epoch{epoch}.pt" for epoch in expected
-    )
-    payloads = {
-        epoch: torch.load(folder / f"epoch{epoch}.pt", map_location="cpu", weights_only=True)
-        for epoch in expected
-    }
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch0.pt", "epoch1.pt", "epoch3.pt"]
+    payloads = {epoch: load(folder / f"epoch{epoch}.pt") for epoch in (0, 1, 3)}
     for epoch, payload in payloads.items():
         assert payload["epoch"] == epoch and payload["kind"] == "cnn"
-        assert payload["architecture"] == {
-            "model": "skinny",
-            "in_channels": 1,
-            "image_size": 28,
-            "num_classes": 10,
-            "width": 4,
-        }
+        assert payload["architecture"] == ARCH and payload["diverged"] == 0
         assert set(payload["optimizer"]) == {"state", "param_groups"}
         assert payload["optimizer"]["param_groups"][0]["lr"] == 0.1
         assert all(isinstance(value, torch.Tensor) for value in payload["model"].values())
     # Epoch 0 is the seeded initialisation itself; training then moves the weights.
     torch.manual_seed(0)
-    initial = protocol.build_cnn(payloads[0]["architecture"]).state_dict()
+    initial = checkpoints.build_cnn(ARCH).state_dict()
     assert all(torch.equal(initial[key], payloads[0]["model"][key]) for key in initial)
     assert not torch.equal(
         payloads[0]["model"]["conv1.weight"], payloads[3]["model"]["conv1.weight"]
     )
 
 
-# -- relax ---------------------------------------------------------------------------------------------------
+# -- embed -------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arm", ["efcn", "elcn"])
-def test_relax_writes_total_epochs_and_the_dense_probe_columns(runs, arm):
+def test_embed_saves_the_embedding_of_the_checkpoint_and_a_record_showing_it_is_exact(runs, arm):
+    folder = runs[f"embed_{arm}"]
+    record = pd.read_csv(folder / "embedding.csv")
+    assert list(record.columns) == [c for c in EMBEDDING_COLUMNS if c != "experiment"]
+    assert len(record) == 1
+    row = record.iloc[0]
+    assert (row["seed"], row["arm"], row["relax_time"]) == (0, arm, RELAX_TIME)
+    assert row["images"] == VALIDATION, "held-out validation images"
+    assert row["cnn_parameters"] == 670
+    assert row["embedded_parameters"] == {"efcn": 746494, "elcn": 36478}[arm]
+    assert 0 < row["max_abs_logit"] < 1e3
+    assert row["max_abs_logit_difference_fp64"] <= 1e-9 * max(1.0, row["max_abs_logit"])
+    assert row["max_abs_logit_difference_fp32"] <= 1e-4 * max(1.0, row["max_abs_logit"])
+
+    embedded = load(folder / "embedded.pt")
+    assert embedded["kind"] == arm and embedded["relax_time"] == RELAX_TIME
+    assert embedded["architecture"] == ARCH and embedded["diverged"] == 0
+    assert embedded["dense_layout"] == embed.DENSE_LAYOUT
+    checkpoint = load(runs["cnn"] / "checkpoints" / f"epoch{RELAX_TIME}.pt")
+    assert all(torch.equal(checkpoint["model"][k], v) for k, v in embedded["cnn_model"].items())
+    cnn = checkpoints.build_cnn(ARCH)
+    cnn.load_state_dict(checkpoint["model"])
+    expected = (embed.to_efcn if arm == "efcn" else embed.to_elcn)(cnn).state_dict()
+    assert all(torch.equal(expected[key], embedded["model"][key]) for key in expected)
+
+
+# -- relax -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arm", ["efcn", "elcn"])
+def test_an_embedded_arm_logs_total_epochs_and_the_dense_probe_columns(runs, arm):
     rows = read_rows(runs[arm] / "metrics.csv")
     assert [int(row["epoch"]) for row in rows] == [RELAX_TIME + e for e in range(RELAX_EPOCHS + 1)]
     assert [int(row["epochs_since_relax"]) for row in rows] == list(range(RELAX_EPOCHS + 1))
-    for column in (
-        "projected_test_loss",
-        "projected_test_accuracy",
-        "distance_from_embedding",
-        "deviation/conv1",
-        "deviation_nonlocal/conv3",
-        "deviation_nonsharing/all",
-    ):
-        assert column in rows[0], column
-    # At the embedding the net is exactly the CNN: no deviation, no distance travelled.
-    assert float(rows[0]["deviation/all"]) == pytest.approx(0, abs=1e-6)
-    assert float(rows[0]["distance_from_embedding"]) == 0
-    assert float(rows[-1]["distance_from_embedding"]) > 0
-    final = torch.load(runs[arm] / "final.pt", map_location="cpu", weights_only=True)
-    assert (
-        final["kind"] == arm
-        and final["epoch"] == RELAX_TIME + RELAX_EPOCHS
-        and final["relax_time"] == RELAX_TIME
-    )
+    assert tuple(rows[0]) == run_columns(CONV_LAYERS)
+    for column in ("distance_from_start", "deviation/conv1", "displacement_offsubspace/all"):
+        assert column in rows[0]
+    start, last = rows[0], rows[-1]
+    # At the start the net is exactly the CNN: on the subspace, nothing travelled.
+    assert float(start["deviation/all"]) == pytest.approx(0, abs=1e-6)
+    assert float(start["distance_from_start"]) == 0
+    assert float(start["displacement_offsubspace/all"]) == 0
+    assert float(last["distance_from_start"]) > 0
+    assert 0 < float(last["displacement_offsubspace/conv1"]) <= 1
+    cnn_row = read_rows(runs["cnn"] / "metrics.csv")[RELAX_TIME]
+    for column in ("validation_accuracy", "test_accuracy"):
+        assert float(start[column]) == float(cnn_row[column]), "the embedding is the CNN"
+    assert float(start["projected_test_accuracy"]) == float(cnn_row["test_accuracy"])
+    final = load(runs[arm] / "final.pt")
+    assert final["kind"] == arm and final["relax_time"] == RELAX_TIME
+    assert final["epoch"] == RELAX_TIME + RELAX_EPOCHS and final["diverged"] == 0
+    assert final["dense_layout"] == embed.DENSE_LAYOUT
 
 
-@pytest.mark.parametrize("arm", ["efcn", "elcn"])
-def test_relax_for_zero_epochs_reports_exactly_the_cnn_test_accuracy_at_the_relax_time(runs, arm):
-    cnn_row = next(
-        row for row in read_rows(runs["cnn"] / "metrics.csv") if int(row["epoch"]) == LAST
-    )
-    rows = read_rows(runs[f"{arm}_zero"] / "metrics.csv")
-    assert len(rows) == 1
-    assert int(rows[0]["epoch"]) == LAST and int(rows[0]["epochs_since_relax"]) == 0
-    assert float(rows[0]["test_accuracy"]) == float(cnn_row["test_accuracy"])
-    assert float(rows[0]["test_loss"]) == pytest.approx(float(cnn_row["test_loss"]), abs=1e-5)
-    # ...and the projection back to a CNN is the CNN itself.
-    assert float(rows[0]["projected_test_accuracy"]) == float(cnn_row["test_accuracy"])
-    # The saved weights are the embedding of the checkpoint.
-    checkpoint = torch.load(runs["cnn"] / "checkpoints" / f"epoch{LAST}.pt", weights_only=True)
-    cnn = protocol.build_cnn(checkpoint["architecture"])
-    cnn.load_state_dict(checkpoint["model"])
-    embedded = (embed.to_efcn if arm == "efcn" else embed.to_elcn)(cnn).state_dict()
-    final = torch.load(runs[f"{arm}_zero"] / "final.pt", weights_only=True)["model"]
-    assert all(torch.equal(embedded[key], final[key]) for key in embedded)
+def test_the_control_is_the_cnn_trained_on_and_logs_no_probe(runs):
+    rows = read_rows(runs["control"] / "metrics.csv")
+    assert tuple(rows[0]) == RUN_COLUMNS
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    final = load(runs["control"] / "final.pt")
+    assert final["kind"] == "cnn_continued" and "dense_layout" not in final
 
 
-# -- FCN -------------------------------------------------------------------------------------------------
+def test_the_control_equals_the_cnn_at_every_epoch_both_trained(runs):
+    """Momentum 0 and the shared lr: the control's fresh optimiser is the CNN's own, and the batch
+    order of total epoch e is the CNN's, so the two runs are the same run from t_w on."""
+    cnn = {row["epoch"]: row for row in read_rows(runs["cnn"] / "metrics.csv")}
+    control = read_rows(runs["control"] / "metrics.csv")
+    for row in control[1:]:
+        both = {key: value for key, value in row.items() if key != "epochs_since_relax"}
+        assert both == {key: cnn[row["epoch"]][key] for key in both}, row["epoch"]
+    start = control[0]  # a full evaluation of the checkpoint the CNN logged at epoch 1
+    for column in ("validation_loss", "validation_accuracy", "test_loss", "test_accuracy"):
+        assert start[column] == cnn["1"][column]
+
+
+# -- divergence under record ---------------------------------------------------------------------------
+def test_a_diverged_cnn_is_recorded_and_its_unreached_checkpoints_hold_its_last_weights(runs):
+    rows = read_rows(runs["cnn_diverged"] / "metrics.csv")
+    assert [row["diverged"] for row in rows] == ["0", "1"], "stops at the first non-finite loss"
+    folder = runs["cnn_diverged"] / "checkpoints"
+    payloads = {epoch: load(folder / f"epoch{epoch}.pt") for epoch in (0, 1, 3)}
+    assert [payloads[epoch]["diverged"] for epoch in (0, 1, 3)] == [0, 1, 1]
+    assert payloads[3]["epoch"] == 3
+    for key, tensor in payloads[1]["model"].items():
+        same = torch.allclose(payloads[3]["model"][key], tensor, rtol=0, atol=0, equal_nan=True)
+        assert same, key
+
+
+def test_relax_runs_from_a_diverged_checkpoint_record_one_row_with_code_4(runs):
+    assert load(runs["embed_diverged"] / "embedded.pt")["diverged"] == 1, "carried over"
+    record = pd.read_csv(runs["embed_diverged"] / "embedding.csv").iloc[0]
+    assert math.isnan(record["max_abs_logit_difference_fp64"]), "no claim of exactness for NaN"
+    for name in ("efcn_from_diverged", "control_from_diverged"):
+        rows = read_rows(runs[name] / "metrics.csv")
+        assert [(row["epoch"], row["diverged"]) for row in rows] == [(str(LATE), "4")], name
+        assert load(runs[name] / "final.pt")["diverged"] == 4
+
+
+# -- the standard FCN -------------------------------------------------------------------------------------------
 def test_standard_fcn_trains_from_a_fresh_init_and_logs_its_deviation(runs):
     rows = read_rows(runs["fcn"] / "metrics.csv")
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert tuple(rows[0]) == run_columns(CONV_LAYERS)
     assert float(rows[0]["deviation/all"]) > 0.5, "a random dense init is far from any CNN"
-    final = torch.load(runs["fcn"] / "final.pt", weights_only=True)
-    assert final["kind"] == "fcn" and final["epoch"] == 2
+    final = load(runs["fcn"] / "final.pt")
+    assert final["kind"] == "fcn" and final["epoch"] == 2 and "relax_time" not in final
+
+
+def test_the_padded_fan_in_gives_the_authors_smaller_init_bounds(runs):
+    """conv1 of Fashion-MNIST: 1x28x28 real inputs, 1x32x32 with the padding of 2."""
+    real = load(runs["fcn_init_real"] / "final.pt")["model"]["conv1.weight"].abs().max()
+    padded = load(runs["fcn_init_padded"] / "final.pt")["model"]["conv1.weight"].abs().max()
+    assert 1 / 32 < real <= 1 / 28 + 1e-6
+    assert padded <= 1 / 32 + 1e-6
 
 
 # -- determinism ------------------------------------------------------------------------------------------
@@ -371,127 +445,89 @@ def test_the_same_seed_gives_byte_identical_csvs_and_another_seed_does_not(runs,
 
 def test_the_same_seed_gives_identical_checkpoint_tensors(runs):
     for name in ("epoch0.pt", "epoch1.pt", "epoch3.pt"):
-        a = torch.load(runs["cnn"] / "checkpoints" / name, weights_only=True)
-        b = torch.load(runs["cnn_again"] / "checkpoints" / name, weights_only=True)
+        a = load(runs["cnn"] / "checkpoints" / name)
+        b = load(runs["cnn_again"] / "checkpoints" / name)
         assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
 
 
-# -- tables ----------------------------------------------------------------------------------------------
-def test_interpolate_writes_every_path_from_alpha_0_to_1_on_both_splits(tables):
-    landscape = pd.read_csv(tables["landscape"])
-    assert list(landscape.columns) == [
-        "experiment",
-        "seed",
-        "path",
-        "alpha",
-        "split",
-        "loss",
-        "accuracy",
+# -- landscape and parameter counts ----------------------------------------------------------------------------
+def test_the_landscape_has_every_path_from_alpha_0_to_1_with_explicit_columns(runs):
+    table = pd.read_csv(runs["landscape"] / "landscape.csv")
+    assert list(table.columns) == list(LANDSCAPE_COLUMNS)
+    text = pd.read_csv(runs["landscape"] / "landscape.csv", dtype=str, keep_default_na=False)
+    ends = ["path_kind", "start_arm", "start_relax_time", "end_arm", "end_relax_time"]
+    assert sorted(text[ends].drop_duplicates().itertuples(index=False, name=None)) == [
+        ("embedding_to_final", "efcn", "1", "efcn", "1"),
+        ("embedding_to_final", "efcn", "3", "efcn", "3"),
+        ("final_to_fcn", "efcn", "1", "fcn", ""),
+        ("final_to_fcn", "efcn", "3", "fcn", ""),
+        ("final_to_final", "efcn", "1", "efcn", "3"),
     ]
-    assert set(landscape["path"]) == {
-        f"efcn_tw{RELAX_TIME}: embedding -> final",
-        f"efcn_tw{LAST}: embedding -> final",
-        f"efcn_tw{RELAX_TIME} final -> fcn final",
-        f"efcn_tw{LAST} final -> fcn final",
-        f"efcn_tw{RELAX_TIME} final -> efcn_tw{LAST} final",
-    }
-    assert sorted(set(landscape["alpha"])) == [0, 0.5, 1]
-    assert set(landscape["split"]) == {"train", "test"}
-    # Zero epochs of relaxation: the embedding and the final weights are the same point.
-    flat = landscape[landscape["path"] == f"efcn_tw{LAST}: embedding -> final"]
-    assert flat["loss"].nunique() == 2  # one value per split
+    assert set(table["path_kind"]) == set(LANDSCAPE_PATH_KINDS)
+    assert sorted(set(table["alpha"])) == [0, 0.5, 1]
+    assert set(table["split"]) == {"train", "test"}
+    assert (table["diverged"] == 0).all()
+    # The end of one path is the start of the next: the same weights give the same values.
+    end = table.query("path_kind == 'embedding_to_final' and start_relax_time == 1 and alpha == 1")
+    start = table.query("path_kind == 'final_to_fcn' and start_relax_time == 1 and alpha == 0")
+    assert list(end["loss"]) == list(start["loss"]) and len(end) == 2
 
 
-def test_aggregate_metrics_writes_the_tidy_table_of_every_run(tables):
-    metrics = pd.read_csv(tables["metrics"])
-    assert list(metrics.columns) == [
-        "experiment",
-        "dataset",
-        "model",
-        "seed",
-        "arm",
-        "relax_time",
-        "epoch",
-        "epochs_since_relax",
-        "metric",
-        "layer",
-        "value",
+def test_a_landscape_path_with_a_diverged_end_is_marked(runs):
+    table = pd.read_csv(runs["landscape_diverged"] / "landscape.csv")
+    assert set(table["path_kind"]) == {"embedding_to_final", "final_to_fcn"}
+    assert (table["diverged"] == 1).all()
+
+
+def test_parameter_counts_are_the_networks_sizes(runs):
+    table = pd.read_csv(runs["parameter_counts"] / "parameter_counts.csv")
+    assert table.to_dict("records") == [
+        dict(
+            experiment="tiny",
+            dataset="fashion-mnist",
+            model="skinny",
+            width=4,
+            network=net,
+            parameters=count,
+        )  # fmt: skip
+        for net, count in (("cnn", 670), ("elcn", 36478), ("efcn", 746494), ("fcn", 746494))
     ]
-    assert set(metrics["arm"]) == {"cnn", "fcn", "efcn", "elcn"}
-    assert metrics.loc[metrics["arm"].isin(["cnn", "fcn"]), "relax_time"].isna().all()
-    assert set(metrics.loc[metrics["metric"] == "deviation", "layer"]) == {
-        "conv1",
-        "conv2",
-        "conv3",
-        "all",
-    }
-    assert metrics.loc[metrics["metric"] == "test_accuracy", "layer"].isna().all()
-    assert len(pd.read_csv(tables["landscape_all"])) == len(pd.read_csv(tables["landscape"]))
-
-
-def test_parameter_counts_matches_the_networks_built_in_memory(tables):
-    table = pd.read_csv(tables["parameter_counts"])
-    assert list(table.columns) == [
-        "experiment",
-        "dataset",
-        "model",
-        "width",
-        "network",
-        "parameters",
-    ]
-    counts = dict(zip(table["network"], table["parameters"]))
-    cnn = protocol.build_cnn(
-        {"model": "skinny", "in_channels": 1, "image_size": 28, "num_classes": 10, "width": 4}
-    )
-    assert counts == embed.parameter_counts(cnn)
-    assert counts["cnn"] < counts["elcn"] < counts["efcn"] == counts["fcn"]
 
 
 # -- other datasets and the translated task ---------------------------------------------------------------------
 @pytest.mark.parametrize("which", ["cifar10", "cifar100"])
-def test_cifar_runs_through_cnn_and_relax(request, tmp_path, which):
+def test_cifar_runs_through_cnn_embed_and_relax(request, tmp_path, which):
     data_dir, env = request.getfixturevalue(which)
-    out = tmp_path
-    run_scripts([cnn_command(out / "cnn", data_dir, 0, which, 1)], env=env)
-    checkpoint = torch.load(out / "cnn" / "checkpoints" / "epoch1.pt", weights_only=True)
-    assert checkpoint["architecture"]["in_channels"] == 3
-    assert checkpoint["architecture"]["num_classes"] == (10 if which == "cifar10" else 100)
+    run_scripts([cnn_command(tmp_path / "cnn", data_dir, dataset=which, epochs=1)], env=env)
+    checkpoint = tmp_path / "cnn" / "checkpoints" / "epoch1.pt"
+    arch = load(checkpoint)["architecture"]
+    assert arch["in_channels"] == 3 and arch["num_classes"] == (10 if which == "cifar10" else 100)
+    run_scripts([embed_command(tmp_path / "embed", data_dir, checkpoint, dataset=which)], env=env)
+    start = tmp_path / "embed" / "embedded.pt"
     run_scripts(
-        [
-            relax_command(
-                out / "efcn", data_dir, out / "cnn" / "checkpoints", epochs=1, dataset=which
-            )
-        ],
-        env=env,
-    )
-    rows = read_rows(out / "efcn" / "metrics.csv")
-    cnn_rows = read_rows(out / "cnn" / "metrics.csv")
-    assert float(rows[0]["test_accuracy"]) == float(cnn_rows[1]["test_accuracy"])
-    assert len(rows) == 2 and rows[-1]["diverged"] == "0"
-
-
-def test_translated_canvas_run_places_images_on_the_larger_canvas(tmp_path, fashion_dir, runs):
-    canvas = ("--canvas-size", 36)
-    run_scripts([cnn_command(tmp_path / "cnn", fashion_dir, 0, "fashion-mnist", 1, *canvas)])
-    checkpoint = torch.load(tmp_path / "cnn" / "checkpoints" / "epoch1.pt", weights_only=True)
-    assert checkpoint["architecture"]["image_size"] == 36
-    run_scripts(
-        [
-            relax_command(
-                tmp_path / "efcn",
-                fashion_dir,
-                tmp_path / "cnn" / "checkpoints",
-                epochs=1,
-                extra=canvas,
-            )
-        ]
+        [relax_command(tmp_path / "efcn", data_dir, start, epochs=1, dataset=which)], env=env
     )
     rows = read_rows(tmp_path / "efcn" / "metrics.csv")
     cnn_rows = read_rows(tmp_path / "cnn" / "metrics.csv")
-    assert float(rows[0]["test_accuracy"]) == float(cnn_rows[1]["test_accuracy"])
-    assert (tmp_path / "cnn" / "metrics.csv").read_bytes() != (
-        runs["cnn"] / "metrics.csv"
-    ).read_bytes()
+    assert rows[0]["test_accuracy"] == cnn_rows[1]["test_accuracy"]
+    assert len(rows) == 2 and rows[-1]["diverged"] == "0"
+
+
+def test_a_canvas_run_trains_and_evaluates_on_images_placed_on_the_canvas(tmp_path, fashion_dir):
+    canvas = ("--canvas-size", 36)
+    run_scripts([cnn_command(tmp_path / "cnn", fashion_dir, epochs=1, extra=canvas)])
+    checkpoint = load(tmp_path / "cnn" / "checkpoints" / "epoch0.pt")
+    assert checkpoint["architecture"]["image_size"] == 36
+    # The run's epoch-0 test loss is that of its initial CNN on the canvas test images.
+    data = datasets.load_dataset(
+        "fashion-mnist", fashion_dir, validation_size=VALIDATION, canvas_size=36, seed=0
+    )
+    cnn = checkpoints.build_cnn(checkpoint["architecture"])
+    cnn.load_state_dict(checkpoint["model"])
+    loss, accuracy = evaluate(cnn, data.test_x, data.test_y, 500)
+    row = read_rows(tmp_path / "cnn" / "metrics.csv")[0]
+    assert float(row["test_loss"]) == pytest.approx(loss, rel=1e-6)
+    assert float(row["test_accuracy"]) == accuracy
 
 
 # -- offline ------------------------------------------------------------------------------------------------
@@ -500,12 +536,8 @@ def test_prepare_data_offline_without_the_debian_package_says_how_to_get_it(tmp_
     empty_package.mkdir()
     result = run_script(
         "prepare_data.py",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        data_dir,
-        "--done",
-        tmp_path / "fashion-mnist.ready",
+        *("--dataset", "fashion-mnist", "--data-dir", data_dir),
+        *("--done", tmp_path / "fashion-mnist.ready"),
         env={"NEEDLE_FASHION_MNIST_DIR": str(empty_package)},
         check=False,
     )
@@ -516,3 +548,81 @@ def test_prepare_data_offline_without_the_debian_package_says_how_to_get_it(tmp_
     assert str(data_dir / "FashionMNIST" / "raw") in lines[0]
     assert not (tmp_path / "fashion-mnist.ready").exists()
     assert not list((data_dir / "FashionMNIST").rglob("*-ubyte")), "no partial files left behind"
+
+
+# -- a tiny AlexNet through every stage script ------------------------------------------------------------------
+def test_a_tiny_alexnet_goes_through_every_stage_script(tmp_path, fashion_dir):
+    """AlexNet on 1x28x28 Fashion-MNIST (its dropout included): CNN, both embeddings, every relax
+    arm, the standard FCN, the landscape and the parameter counts."""
+    alexnet = ("--model", "alexnet")
+    out = {name: tmp_path / name for name in ("cnn", "efcn", "elcn", "control", "fcn", "embed")}
+    run_scripts([cnn_command(out["cnn"], fashion_dir, epochs=2, extra=alexnet)])
+    checkpoint = out["cnn"] / "checkpoints" / f"epoch{RELAX_TIME}.pt"
+    assert load(checkpoint)["architecture"]["model"] == "alexnet"
+    run_scripts(
+        [
+            embed_command(out["embed"] / "efcn", fashion_dir, checkpoint, extra=alexnet),
+            embed_command(
+                out["embed"] / "elcn", fashion_dir, checkpoint, arm="elcn", extra=alexnet
+            ),
+            fcn_command(out["fcn"], fashion_dir, epochs=1, extra=alexnet),
+        ]
+    )
+    run_scripts(
+        [
+            relax_command(
+                out[arm],
+                fashion_dir,
+                out["embed"] / arm / "embedded.pt",
+                arm=arm,
+                epochs=1,
+                extra=alexnet,
+            )  # fmt: skip
+            for arm in ("efcn", "elcn")
+        ]
+        + [
+            relax_command(
+                out["control"],
+                fashion_dir,
+                checkpoint,
+                arm="cnn_continued",
+                epochs=1,
+                extra=alexnet,
+            ),  # fmt: skip
+        ]
+    )
+    run_scripts(
+        [
+            landscape_command(
+                tmp_path / "landscape.csv",
+                fashion_dir,
+                (RELAX_TIME,),
+                out["cnn"],
+                (out["efcn"] / "final.pt",),
+                out["fcn"] / "final.pt",
+                extra=alexnet,
+            ),
+            (
+                "parameter_counts.py",
+                *("--experiment", "tiny", "--dataset", "fashion-mnist", *alexnet),
+                *("--output", tmp_path / "parameter_counts.csv"),
+            ),
+        ]
+    )
+    conv_layers = tuple(f"conv{index}" for index in range(1, 6))
+    for arm in ("efcn", "elcn"):
+        record = pd.read_csv(out["embed"] / arm / "embedding.csv").iloc[0]
+        assert record["max_abs_logit_difference_fp64"] <= 1e-9 * max(1, record["max_abs_logit"])
+        rows = read_rows(out[arm] / "metrics.csv")
+        assert tuple(rows[0]) == run_columns(conv_layers) and len(rows) == 2
+    cnn = {row["epoch"]: row for row in read_rows(out["cnn"] / "metrics.csv")}
+    control = read_rows(out["control"] / "metrics.csv")
+    assert control[1]["test_loss"] == cnn["2"]["test_loss"], "dropout too is fixed by (seed, e)"
+    assert control[1]["train_loss"] == cnn["2"]["train_loss"]
+    assert tuple(read_rows(out["fcn"] / "metrics.csv")[0]) == run_columns(conv_layers)
+    assert set(pd.read_csv(tmp_path / "landscape.csv")["path_kind"]) == {
+        "embedding_to_final",
+        "final_to_fcn",
+    }
+    counts = pd.read_csv(tmp_path / "parameter_counts.csv")
+    assert counts["width"].isna().all() and (counts["model"] == "alexnet").all()

@@ -1,24 +1,24 @@
-"""Data: make a dataset's raw files available under --data-dir (Debian package, cache or download)."""
+"""Stage: make a dataset's raw files available under --data-dir (Debian package, cache or download)."""
 
-import argparse
 from pathlib import Path
 
-from needle import checkpoints, cli, data
+from needle import cli
+from needle import data as datasets
+from needle.atomic import atomic_write_text
+from needle.errors import run_main
+from needle.names import DATASETS
+from needle.schema import config_default
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dataset", required=True, choices=sorted(data.DATASETS))
-    parser.add_argument("--data-dir", default="resources/data")
-    parser.add_argument(
-        "--done", required=True, help="marker file written once the files are in place"
-    )
+    parser = cli.parser(__doc__)
+    parser.add_argument("--dataset", required=True, choices=list(DATASETS))
+    parser.add_argument("--data-dir", default=config_default("data_dir"))
+    parser.add_argument("--done", required=True, help="marker written once the files are in place")
     args = parser.parse_args()
-    data.prepare_dataset(args.dataset, args.data_dir)
-    checkpoints.atomic_write_text(
-        args.done, f"{args.dataset} prepared in {Path(args.data_dir).resolve()}\n"
-    )
+    datasets.prepare_dataset(args.dataset, args.data_dir)
+    atomic_write_text(args.done, f"{args.dataset} prepared in {Path(args.data_dir).resolve()}\n")
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    run_main(main)

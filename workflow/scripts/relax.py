@@ -1,34 +1,44 @@
-"""Stage 2: embed the CNN checkpoint at relax time t_w (eFCN or eLCN) and keep training in that space."""
+"""Stage: train one relax arm from relax time t_w with a fresh optimiser under the shared rule: the
+embedded eFCN or eLCN, or the CNN itself (cnn_continued, the control)."""
 
-import argparse
-
-from needle import cli, protocol
+from needle import cli, stages
+from needle.errors import run_main
+from needle.names import RELAX_ARMS
+from needle.schema import experiment_default
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = cli.parser(__doc__)
     cli.add_data_arguments(parser)
     cli.add_model_arguments(parser)
-    cli.add_training_arguments(parser)
+    cli.add_optimiser_arguments(parser)
+    cli.add_divergence_arguments(parser)
+    cli.add_runtime_arguments(parser)
+    parser.add_argument("--arm", required=True, choices=RELAX_ARMS)
+    parser.add_argument("--relax-time", type=cli.non_negative_int, required=True, help="t_w")
     parser.add_argument(
-        "--arm", choices=protocol.ARMS, required=True, help="eFCN (dense) or eLCN (local)"
+        "--start",
+        required=True,
+        help="embedded.pt of the embed stage (efcn, elcn), or the CNN checkpoint at t_w "
+        "(cnn_continued)",
     )
     parser.add_argument(
-        "--relax-time", type=cli.non_negative_int, required=True, help="CNN epoch t_w"
+        "--epochs",
+        type=cli.positive_int,
+        default=experiment_default("relax.epochs"),
+        help="epochs of this run",
     )
-    parser.add_argument("--checkpoint", required=True, help="the CNN checkpoint at t_w")
     cli.add_run_outputs(parser, final_weights=True)
     args = parser.parse_args()
-    device = cli.runtime_device(args)
-    data = protocol.load_data(cli.data_spec(args), device)
-    arch = protocol.architecture(cli.model_spec(args), data)
-    protocol.relax(
+    config = cli.train_config(args, args.epochs)
+    data = cli.load_data(args, cli.runtime_device(args))
+    stages.relax(
         data,
-        arch,
-        cli.train_config(args),
+        cli.architecture(args, data),
+        config,
         arm=args.arm,
         relax_time=args.relax_time,
-        checkpoint_path=args.checkpoint,
+        start_path=args.start,
         metrics_path=args.metrics,
         final_weights_path=args.final_weights,
         resume_dir=cli.resume_dir(args),
@@ -36,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    run_main(main)

@@ -1,133 +1,281 @@
-"""Command-line arguments shared by the stage scripts, and the one-line error convention."""
+"""The stage scripts' shared command-line groups (data, model, optimiser, divergence, runtime).
+
+Every default is the config schema's (needle.schema), so a script run by hand trains exactly as
+the workflow would with a default config. A bad argument is one line (``needle: error: ...``, exit
+status 2) like every other bad input, not argparse's usage block.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
 
-from needle.device import PRECISIONS, pick_device
-from needle.errors import run_main
-from needle.protocol import DataSpec, ModelSpec
-from needle.training import TrainConfig
+from needle import checkpoints
+from needle import data as datasets
+from needle.device import pick_device
+from needle.errors import NeedleError
+from needle.names import DATASETS, MODELS, PRECISIONS
+from needle.schema import config_default, experiment_default, experiment_enum
+from needle.training import DivergenceRule, TrainConfig
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise NeedleError(f"{self.prog}: {message} (see --help)")
 
 
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
+class _ShowDefaults(argparse.HelpFormatter):
+    """Every default in --help is the schema's: show it beside the argument's help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
 
 
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
+def parser(description: str | None) -> ArgumentParser:
+    return ArgumentParser(description=description, formatter_class=_ShowDefaults)
 
 
+# -- value types: what the schema accepts, as argparse types -----------------------------------------------
+def integer(minimum: int, maximum: int | None = None):
+    """Integers in [minimum, maximum], written as integers ("8.0" is refused, as by the schema)."""
+    wanted = f"an integer >= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = wanted
+    return parse
+
+
+def number(
+    *, above: float | None = None, at_least: float | None = None, below: float | None = None
+):
+    """Finite numbers in the given range (``above`` and ``below`` exclusive)."""
+    limits = [
+        f"> {above}" if above is not None else None,
+        f">= {at_least}" if at_least is not None else None,
+        f"< {below}" if below is not None else None,
+    ]
+    wanted = "a finite number " + " and ".join(limit for limit in limits if limit)
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}") from None
+        if (
+            not math.isfinite(value)
+            or (above is not None and not value > above)
+            or (at_least is not None and not value >= at_least)
+            or (below is not None and not value < below)
+        ):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = wanted
+    return parse
+
+
+positive_int = integer(1)
+non_negative_int = integer(0)
+SEED_MAXIMUM = 2**31 - 1  # the schema's bound on seeds
+
+
+# -- the shared groups -----------------------------------------------------------------------------------
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("--dataset", required=True, choices=["fashion-mnist", "cifar10", "cifar100"])
+    group.add_argument("--dataset", required=True, choices=list(DATASETS), help="dataset")
     group.add_argument(
-        "--data-dir", default="resources/data", help="where the raw dataset files live"
+        "--data-dir", default=config_default("data_dir"), help="where the raw dataset files live"
     )
     group.add_argument(
         "--canvas-size",
         type=non_negative_int,
-        default=0,
-        help="place each image at a seeded random position on this canvas (0: as shipped)",
+        default=experiment_default("canvas_size"),
+        help="place each image at a random position on this canvas (0: as shipped)",
     )
     group.add_argument(
-        "--train-size", type=positive_int, default=None, help="class-balanced training subset"
+        "--train-size",
+        type=positive_int,
+        default=experiment_default("train_size"),
+        help="class-balanced training subset (default: all images outside the validation split)",
     )
     group.add_argument(
-        "--test-size", type=positive_int, default=None, help="first N test images (default: all)"
+        "--validation-size",
+        type=non_negative_int,
+        default=experiment_default("validation_size"),
+        help="class-balanced validation split held out from the training split (0: none)",
     )
     group.add_argument(
-        "--seed", type=non_negative_int, default=0, help="init, subset, placement and order"
+        "--test-size",
+        type=positive_int,
+        default=experiment_default("test_size"),
+        help="class-balanced test subset (default: the whole test set)",
+    )
+    group.add_argument(
+        "--seed",
+        type=integer(0, SEED_MAXIMUM),
+        default=experiment_default("seeds")[0],
+        help="init, training subset, training placement, batch order and dropout",
     )
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=["skinny", "alexnet"], default="skinny")
-    group.add_argument("--width", type=positive_int, default=64, help="channels of the Skinny CNN")
+    group.add_argument(
+        "--model", choices=list(MODELS), default=experiment_default("model"), help="the CNN"
+    )
+    group.add_argument(
+        "--width",
+        type=positive_int,
+        default=experiment_default("width"),
+        help="channels of the Skinny CNN",
+    )
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("optimiser (plain SGD, cross-entropy)")
-    group.add_argument("--epochs", type=non_negative_int, required=True)
-    group.add_argument("--lr", type=non_negative_float, default=0.1)
-    group.add_argument("--momentum", type=non_negative_float, default=0.0)
-    group.add_argument("--weight-decay", type=non_negative_float, default=0.0)
-    group.add_argument("--batch-size", type=positive_int, default=250)
-    group.add_argument("--eval-batch-size", type=positive_int, default=1000)
+def add_optimiser_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("optimiser (plain SGD, cross-entropy; shared by every arm)")
+    group.add_argument(
+        "--lr",
+        type=number(above=0),
+        default=experiment_default("optimiser.lr"),
+        help="learning rate",
+    )
+    group.add_argument(
+        "--momentum",
+        type=number(at_least=0, below=1),
+        default=experiment_default("optimiser.momentum"),
+        help="SGD momentum",
+    )
+    group.add_argument(
+        "--weight-decay",
+        type=number(at_least=0),
+        default=experiment_default("optimiser.weight_decay"),
+        help="L2 weight decay",
+    )
+    group.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=experiment_default("optimiser.batch_size"),
+        help="training mini-batch",
+    )
+    group.add_argument(
+        "--eval-batch-size",
+        type=positive_int,
+        default=experiment_default("eval_batch_size"),
+        help="batch for evaluation only",
+    )
     group.add_argument(
         "--shuffle",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="seeded reshuffle every epoch (--no-shuffle: the authors' fixed order)",
+        default=experiment_default("shuffle"),
+        help="reshuffle every epoch, in an order fixed by (seed, epoch) (--no-shuffle: the "
+        "authors' fixed order)",
     )
-    group.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    group.add_argument("--on-divergence", choices=["fail", "record"], default="fail")
-    runtime = parser.add_argument_group("runtime")
-    runtime.add_argument(
-        "--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]"
+    group.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=experiment_default("precision"),
+        help="fp32 keeps the embedding exact; tf32 and bf16 trade accuracy for GPU speed",
     )
-    runtime.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch")
+
+
+def add_divergence_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("divergence (when a run counts as failed)")
+    group.add_argument(
+        "--on-divergence",
+        choices=experiment_enum("divergence.on_divergence"),
+        default=experiment_default("divergence.on_divergence"),
+        help="record: stop and mark the run; fail: the job fails with the reason",
+    )
+    group.add_argument(
+        "--divergence-loss-factor",
+        type=number(above=1),
+        default=experiment_default("divergence.loss_factor"),
+        help="a train loss above this multiple of the run's epoch-0 train loss is divergence",
+    )
+    group.add_argument(
+        "--divergence-chance-epochs",
+        type=positive_int,
+        default=experiment_default("divergence.chance_epochs"),
+        help="train accuracy below 1.5 / classes over the run's last this many epochs is divergence",
+    )
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument(
+        "--device", default=config_default("device"), help="auto (CUDA when present), cpu, cuda[:N]"
+    )
+    group.add_argument(
+        "--threads", type=positive_int, default=config_default("threads"), help="CPU threads"
+    )
 
 
 def add_run_outputs(parser: argparse.ArgumentParser, *, final_weights: bool) -> None:
-    """--metrics, --resume-dir (and --final-weights) of a training stage."""
-    parser.add_argument("--metrics", required=True, help="per-epoch metrics CSV")
+    """--metrics, --final-weights and --resume-dir of a training stage."""
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--metrics", required=True, help="per-epoch metrics CSV")
     if final_weights:
-        parser.add_argument("--final-weights", help="also save the final weights here (large)")
-    parser.add_argument("--resume-dir", help="resumable state (default: resume/ beside --metrics)")
+        group.add_argument("--final-weights", help="also save the final weights here (large)")
+    group.add_argument("--resume-dir", help="resumable state (default: resume/ beside --metrics)")
 
 
-def resume_dir(args):
-    """The resume folder: given, or resume/ beside the metrics file (never a declared output)."""
-    return args.resume_dir or Path(args.metrics).parent / "resume"
-
-
-def data_spec(args) -> DataSpec:
-    return DataSpec(
-        args.dataset, args.data_dir, args.canvas_size, args.train_size, args.test_size, args.seed
-    )
-
-
-def model_spec(args) -> ModelSpec:
-    return ModelSpec(args.model, args.width)
-
-
-def train_config(args) -> TrainConfig:
+# -- from arguments to the library's objects ----------------------------------------------------------------
+def train_config(args, epochs: int) -> TrainConfig:
     return TrainConfig(
-        epochs=args.epochs,
+        epochs=epochs,
+        seed=args.seed,
         lr=args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         batch_size=args.batch_size,
         eval_batch_size=args.eval_batch_size,
         shuffle=args.shuffle,
-        seed=args.seed,
         precision=args.precision,
-        on_divergence=args.on_divergence,
+        divergence=DivergenceRule(
+            on_divergence=args.on_divergence,
+            loss_factor=args.divergence_loss_factor,
+            chance_epochs=args.divergence_chance_epochs,
+        ),
     )
 
 
 def runtime_device(args) -> torch.device:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    """The job's device, found when the job runs (never while a workflow is parsed)."""
+    torch.set_num_threads(args.threads)
     return pick_device(args.device)
 
 
-run = run_main  # the one-line error convention, shared with the torch-free scripts
+def load_data(args, device: torch.device):
+    return datasets.load_dataset(
+        args.dataset,
+        args.data_dir,
+        train_size=args.train_size,
+        validation_size=args.validation_size,
+        test_size=args.test_size,
+        canvas_size=args.canvas_size,
+        seed=args.seed,
+        device=device,
+    )
+
+
+def architecture(args, data) -> dict:
+    return checkpoints.architecture(args.model, args.width, data)
+
+
+def resume_dir(args) -> Path:
+    """The resume folder: given, or resume/ beside the metrics file (never a declared output)."""
+    return Path(args.resume_dir) if args.resume_dir else Path(args.metrics).parent / "resume"

@@ -1,4 +1,8 @@
-"""Device choice, numeric precision, and the memory check made before allocating a big eFCN."""
+"""Device choice, numeric precision, and the memory check made before allocating a big eFCN.
+
+Called from inside a job only (never while the workflow is parsed): asking for CUDA costs a driver
+start, which a dry run should not pay.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ import contextlib
 import torch
 
 from needle.errors import NeedleError
-
-PRECISIONS = ("fp32", "tf32", "bf16")
+from needle.names import PRECISIONS
 
 
 def pick_device(requested: str = "auto") -> torch.device:
@@ -19,7 +22,12 @@ def pick_device(requested: str = "auto") -> torch.device:
         raise NeedleError(
             f"device {requested!r} asked for but no CUDA device is visible; use --device auto or cpu"
         )
-    return torch.device(requested)
+    try:
+        return torch.device(requested)
+    except RuntimeError:
+        raise NeedleError(
+            f"device {requested!r} is not a device: use auto, cpu or cuda[:N]"
+        ) from None
 
 
 def set_precision(precision: str) -> None:
@@ -68,6 +76,6 @@ def check_fits(needed_bytes: int, device: torch.device, what: str) -> None:
     available = available_bytes(device)
     if needed_bytes > available:
         raise NeedleError(
-            f"{what} needs about {needed_bytes / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB is free on "
-            f"{device}; lower width, canvas_size or batch_size, or run on a bigger device"
+            f"{what} needs about {needed_bytes / 2**30:.1f} GiB but only {available / 2**30:.1f} GiB "
+            f"is free on {device}; lower width, canvas_size or batch_size, or run on a bigger device"
         )

@@ -202,3 +202,17 @@ SUMMARY_COLUMNS = (
     "exactness_tolerance",  # claim 1: fp64 tolerance
     "note",  # why a claim is not tested, or what limits its verdict
 )
+
+
+# -- train: the columns of one run's metrics CSV, in order ---------------------------------------------
+def run_columns(conv_layers: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """RUN_COLUMNS; for a dense arm (its conv-derived layers given, e.g. ("conv1", "conv2")) then
+    PROBE_METRICS and "<metric>/<layer>" for every LAYER_METRICS and layer, the pooled one last."""
+    if not conv_layers:
+        return RUN_COLUMNS
+    layers = (*conv_layers, POOLED_LAYER)
+    return (
+        *RUN_COLUMNS,
+        *PROBE_METRICS,
+        *(f"{metric}/{layer}" for metric in LAYER_METRICS for layer in layers),
+    )

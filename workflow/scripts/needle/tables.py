@@ -152,24 +152,17 @@ class Run(NamedTuple):
     relax_time: int | None
 
 
-def run_columns(arm: str, layers: Iterable[str]) -> list[str]:
-    """The columns an arm logs: names.RUN_COLUMNS, then for dense arms the probe's columns."""
-    if arm not in names.DENSE_ARMS:
-        return list(names.RUN_COLUMNS)
-    layered = [f"{metric}/{layer}" for metric in names.LAYER_METRICS for layer in layers]
-    return [*names.RUN_COLUMNS, *names.PROBE_METRICS, *layered]
-
-
-def _logged_layers(columns: Iterable[str]) -> list[str]:
-    """Layers of the "<metric>/<layer>" columns, conv-derived layers first, the pooled one last."""
+def _conv_layers(columns: Iterable[str]) -> tuple[str, ...]:
+    """The conv-derived layers named by the "<metric>/<layer>" columns (the pooled one left out)."""
     layers = {column.split("/", 1)[1] for column in columns if "/" in column}
-    return sorted(layers - {names.POOLED_LAYER}) + [names.POOLED_LAYER]
+    return tuple(sorted(layers - {names.POOLED_LAYER}))
 
 
 def read_run_metrics(path, run: Run) -> pd.DataFrame:
     """One run's per-epoch CSV, validated against the contract for ``run``'s arm."""
     table = _Table(path, f"{run.arm} metrics", RERUN_JOB)
-    frame = table.read(run_columns(run.arm, _logged_layers(_header(table))))
+    layers = _conv_layers(_header(table)) if run.arm in names.DENSE_ARMS else ()
+    frame = table.read(names.run_columns(layers))
     table.numbers(frame, frame.columns)
     for column in names.EPOCH_COLUMNS:
         table.integers(frame, column, minimum=0)
