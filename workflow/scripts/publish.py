@@ -54,7 +54,10 @@ def publish(results: Path, docs: Path) -> None:
     with (
         atomic_path(docs / "metrics.csv.gz") as temporary,
         open(results / "metrics.csv", "rb") as source,
-        gzip.open(temporary, "wb", mtime=0) as target,  # mtime 0: same tables, same bytes
+        open(temporary, "wb") as raw,
+        gzip.GzipFile(
+            "metrics.csv", "wb", fileobj=raw, mtime=0
+        ) as target,  # same table, same bytes
     ):
         shutil.copyfileobj(source, target)
     settings = tables.read_settings(docs / "settings.json")
