@@ -26,7 +26,7 @@ from needle.schema import load_schema
 # Reserved below results/: the sweep figures of a config with several experiments.
 SWEEP_FOLDER = "sweep"
 # Memory of everything in a job but the dense weights: data tensors, torch, the CNN.
-JOB_OVERHEAD_MB = 2048
+JOB_OVERHEAD_MB = 4096
 
 
 # -- schema, strictly typed -----------------------------------------------------------------------
@@ -66,8 +66,17 @@ def key_name(path) -> str:
 
 def describe(error) -> str:
     """One line for one jsonschema error: the key, its value and what the schema wants."""
+    parent = error.parent
+    if (
+        parent is not None
+        and parent.validator in ("oneOf", "anyOf")
+        and list(error.absolute_path) == list(parent.absolute_path)
+    ):
+        error = parent  # a value of none of the alternatives' kinds: say what they are for
     where, value, schema = key_name(error.absolute_path), error.instance, error.schema
     kind = error.validator
+    if "propertyNames" in error.relative_schema_path:
+        return f"{where}: the name {value!r} is not allowed ({schema.get('description', error.message)})"
     if kind == "type":
         wanted = error.validator_value
         wanted = [wanted] if isinstance(wanted, str) else wanted
@@ -85,8 +94,6 @@ def describe(error) -> str:
         return f"{where}: {error.message}"
     if kind == "enum":
         return f"{where} = {value!r} is not one of {', '.join(map(str, error.validator_value))}"
-    if kind == "pattern" and list(error.relative_schema_path)[:1] == ["propertyNames"]:
-        return f"{where}: the name {value!r} is not allowed ({schema.get('description', '')})"
     if kind in ("pattern", "oneOf", "const"):
         return f"{where} = {value!r} is not allowed: {schema.get('description', error.message)}"
     return f"{where}: {error.message}"
