@@ -300,7 +300,8 @@ def job_counts(output: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
-        counts[parts[0]] = int(parts[1])
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
     return counts
 
 
