@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.utils import validate
 
 import needle
 from needle import config_checks, names, schema
@@ -308,3 +309,64 @@ def test_citation_names_the_paper_and_the_license_is_mit():
     ]
     assert citation["license"] == "MIT"
     assert (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+# -- the presets: what each one is for ---------------------------------------------------------------
+def preset(path: str) -> dict:
+    """A config file as the workflow sees it: checked, with the schema's defaults filled in."""
+    config = yaml.safe_load((REPO / path).read_text())
+    config_checks.check_schema(config)
+    validate(config, str(schema.SCHEMA_PATH))
+    config_checks.check_config(config)
+    return config
+
+
+def only_experiment(config: dict) -> dict:
+    (settings,) = config["experiments"].values()
+    return settings
+
+
+def test_the_test_config_is_tiny_and_covers_every_arm():
+    settings = only_experiment(preset(".test/config/config.yaml"))
+    assert settings["relax"]["arms"] == list(names.RELAX_ARMS)
+    assert len(settings["seeds"]) == 2 and settings["validation_size"] > 0
+    assert settings["landscape"]["relax_times"] and settings["comparison"]["readout_epochs"] > 1
+    assert settings["cnn"]["epochs"] <= 3 and settings["train_size"] <= 200
+
+
+def test_the_default_config_decides_on_seeds_and_the_whole_test_set():
+    settings = only_experiment(preset("config.yaml"))
+    assert settings["dataset"] == "fashion-mnist" and settings["canvas_size"] == 40
+    assert len(settings["seeds"]) >= 3 and settings["seeds"][0] == 0
+    assert {names.EFCN, names.CNN_CONTINUED} <= set(settings["relax"]["arms"])
+    assert settings["validation_size"] > 0 and settings["test_size"] is None
+    assert settings["comparison"]["readout_epochs"] > 1
+    assert settings["divergence"]["on_divergence"] == "record"
+
+
+def test_the_laptop_hour_preset_has_the_seeds_and_relax_times_to_decide():
+    settings = only_experiment(preset("config/laptop-hour.yaml"))
+    assert len(settings["seeds"]) >= 8 and settings["seeds"] == list(range(len(settings["seeds"])))
+    assert len(config_checks.relax_times_of(settings)) >= 5
+    assert settings["relax"]["arms"] == list(names.RELAX_ARMS)
+    assert settings["landscape"]["relax_times"] and settings["validation_size"] > 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "config/gpu-fashion.yaml",
+        "config/paper-cifar10-skinny.yaml",
+        "config/paper-cifar100-alexnet.yaml",
+    ],
+)
+def test_gpu_presets_compare_fairly_on_five_seeds(path):
+    settings = only_experiment(preset(path))
+    assert settings["seeds"] == [0, 1, 2, 3, 4]
+    assert names.CNN_CONTINUED in settings["relax"]["arms"]
+    assert settings["comparison"]["training_rule"] == "shared_optimiser"
+    assert settings["validation_size"] > 0
+    if "paper" in path:
+        assert settings["fcn_init_fan_in"] == "padded", "the authors' SkinnyCNNPrime_FC init"
+    if path.endswith("cifar10-skinny.yaml"):
+        assert "relax learning rate is not known" in (REPO / path).read_text()

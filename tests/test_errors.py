@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import snakemake_command, snapshot, tiny_config
+from conftest import run_script, snakemake_command, snapshot, tiny_config
 from fake_datasets import write_fake_fashion_mnist
 from snakemake.utils import validate
 
@@ -349,3 +349,35 @@ def test_a_per_run_table_lost_in_a_killed_forced_rerun_is_rebuilt_with_the_table
     for rule in ("aggregate_metrics", "summarize", "plot_figures"):
         assert planned.get(rule) == 1, planned
     assert not {"train_cnn", "train_fcn"} & set(planned), planned
+
+
+# -- write_settings.py: the one stage script of the workflow part ----------------------------------
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("{not json", "--settings is not JSON"),
+        ("[1, 2]", "--settings must be a JSON object, got list"),
+        ('{"dataset": "fashion-mnist", "optimiser": {"lr": NaN}}', "experiments.e.optimiser.lr = nan is not a finite number"),
+        ('{"dataset": "fashion-mnist", "widht": 4}', "experiments.e: unknown key 'widht'"),
+    ],
+)  # fmt: skip
+def test_write_settings_refuses_bad_settings_with_one_line_and_keeps_the_old_file(
+    text, words, tmp_path
+):
+    output = tmp_path / "settings.json"
+    output.write_text('{"experiment": "e"}\n')
+    before = snapshot(tmp_path)
+    result = run_script(
+        "write_settings.py",
+        "--experiment",
+        "e",
+        "--settings",
+        text,
+        "--output",
+        output,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("needle: error: ") and words in line, line
+    assert snapshot(tmp_path) == before

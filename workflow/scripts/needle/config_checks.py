@@ -209,12 +209,12 @@ def check_experiment(name: str, settings: dict, memory_limit_mb: float | None, l
         raise NeedleError(
             f"{where}: the name '{SWEEP_FOLDER}' is reserved (results/{SWEEP_FOLDER}/ holds the sweep figures); rename the experiment"
         )
-    held_out = settings["validation_size"]
-    wanted = held_out + (settings["train_size"] or 1)
-    if wanted > facts.train_images:
+    held_out, train_size = settings["validation_size"], settings["train_size"]
+    if held_out + (train_size or 1) > facts.train_images:
+        wanted = f"train_size ({train_size})" if train_size else "at least one training image"
         raise NeedleError(
-            f"{where}: validation_size ({held_out}) + train_size ({settings['train_size']}) exceeds the "
-            f"{facts.train_images} training images of {facts.label}; lower one of them"
+            f"{where}: validation_size ({held_out}) + {wanted} exceeds the {facts.train_images} "
+            f"training images of {facts.label}; lower one of them"
         )
     if (settings["test_size"] or 0) > facts.test_images:
         raise NeedleError(
