@@ -145,7 +145,7 @@ def expected_jobs(config: dict) -> dict[str, int]:
         add("embed", seeds * times * len(set(arms) & set(names.EMBEDDED_ARMS)))
         add("relax", seeds * times * len(arms))
         add("landscape", seeds if settings["landscape"]["relax_times"] else 0)
-        for rule in ("settings", "parameter_counts", "aggregate_metrics", "summarize"):
+        for rule in ("write_settings", "parameter_counts", "aggregate_metrics", "summarize"):
             add(rule, 1)
         add("plot_figures", 1)
     add("prepare_data", len({settings["dataset"] for settings in experiments.values()}))
@@ -167,7 +167,7 @@ def test_the_rule_graph_shows_the_embedding_as_a_stage(tmp_path):
     edges = {(labels[a], labels[b]) for a, b in re.findall(r"(\d+) -> (\d+)", result.stdout)}
     assert {("train_cnn", "embed"), ("embed", "relax"), ("train_cnn", "relax")} <= edges
     assert {("relax", "aggregate_metrics"), ("aggregate_metrics", "summarize")} <= edges
-    assert {("settings", "summarize"), ("aggregate_metrics", "plot_figures")} <= edges
+    assert {("write_settings", "summarize"), ("aggregate_metrics", "plot_figures")} <= edges
 
 
 def write_config(folder: Path, config: dict) -> Path:
@@ -260,7 +260,7 @@ def test_settings_json_records_the_resolved_settings_and_follows_a_change(tmp_pa
     config["experiments"][name]["optimiser"]["lr"] = 0.01
     configfile = write_config(tmp_path, config)
     result = snakemake(target, "-n", "--directory", tmp_path, "--configfile", configfile)
-    assert job_counts(result.stdout) == {"settings": 1}, "a changed setting rewrites it"
+    assert job_counts(result.stdout) == {"write_settings": 1}, "a changed setting rewrites it"
 
 
 # -- a real run of the tiny experiment (needs every stage script) --------------------------------------
@@ -386,3 +386,14 @@ def test_a_per_run_table_lost_behind_newer_tables_is_rebuilt_by_the_default_targ
 
 def settings_name() -> str:
     return next(iter(yaml.safe_load(TEST_CONFIG.read_text())["experiments"]))
+
+
+def test_each_rule_runs_the_stage_script_of_its_name():
+    scripts = {}
+    rule_pattern = re.compile(r"^ *rule (\w+):\n(.*?)(?=^ *rule \w+:|\Z)", re.M | re.S)
+    for path in (REPO / "workflow" / "rules").glob("*.smk"):
+        for rule, body in rule_pattern.findall(path.read_text()):
+            for script in re.findall(r'stage_script\("(\w+)\.py"\)', body):
+                scripts[rule] = script
+    assert len(scripts) >= 12, scripts
+    assert {rule: script for rule, script in scripts.items() if rule != script} == {}

@@ -2,7 +2,7 @@
 # (rewritten whenever a setting changes: Snakemake reruns a job whose params changed).
 
 
-rule settings:
+rule write_settings:
     output:
         "results/{experiment}/settings.json",
     log:
