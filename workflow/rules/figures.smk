@@ -53,12 +53,15 @@ if SWEEP_SETTING:
             runs=expand("results/{experiment}/runs.csv", experiment=EXPERIMENTS),
         output:
             report(
-                f"results/sweep/gain_vs_{SWEEP_SETTING}.png",
+                "results/sweep/gain_vs_{setting}.png",
+                caption="../report/gain_vs_setting.rst",
                 category="sweep",
-                labels={"figure": f"gain vs {SWEEP_SETTING}"},
+                labels={"figure": "gain vs {setting}"},
             ),
         log:
-            f"logs/sweep/plot_sweep_{SWEEP_SETTING}.log",
+            "logs/sweep/plot_sweep_{setting}.log",
+        wildcard_constraints:
+            setting=re.escape(SWEEP_SETTING),
         conda:
             "../../envs/plot.yaml"
         threads: 1
@@ -67,10 +70,9 @@ if SWEEP_SETTING:
             runtime=10,
         params:
             script=stage_script("plot_sweep.py"),
-            setting=SWEEP_SETTING,
         shell:
             "python {params.script:q} --settings {input.settings:q} --runs {input.runs:q}"
-            " --setting {params.setting:q} --output {output:q} > {log:q} 2>&1"
+            " --setting {wildcards.setting:q} --output {output:q} > {log:q} 2>&1"
 
 
 rule figures:
