@@ -176,7 +176,7 @@ def write_config(folder: Path, config: dict) -> Path:
     return path
 
 
-@pytest.mark.parametrize("device, gpus", [("cpu", "0"), ("auto", "1"), ("cuda:1", "1")])
+@pytest.mark.parametrize("device, gpus", [("cpu", "0"), ("cuda:1", "1")])
 def test_jobs_that_run_a_network_ask_for_a_gpu_unless_the_device_is_cpu(device, gpus, tmp_path):
     """Decided from the config alone: nvidia-smi is never run while the workflow is planned."""
     fake_bin, probed = tmp_path / "bin", tmp_path / "nvidia-smi-was-run"
@@ -223,6 +223,7 @@ def test_slurm_profile_asks_one_gpu_for_every_network_job_and_none_for_the_rest(
         assert int(resources["mem_mb"]) >= 1024 and int(resources["runtime"]) >= 5, rule
 
 
+@pytest.mark.slow
 def test_experiments_that_differ_in_one_setting_get_a_sweep_figure(tmp_path):
     base = yaml.safe_load(TEST_CONFIG.read_text())
     (experiment,) = base["experiments"].values()
@@ -239,6 +240,7 @@ def test_experiments_that_differ_in_one_setting_get_a_sweep_figure(tmp_path):
     assert "plot_sweep" not in job_counts(result.stdout)
 
 
+@pytest.mark.slow
 def test_settings_json_records_the_resolved_settings_and_follows_a_change(tmp_path):
     config = yaml.safe_load(TEST_CONFIG.read_text())
     (name,) = config["experiments"]
