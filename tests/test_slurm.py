@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import script_env
 from slurm_cluster import SlurmCluster, slurm_cluster  # noqa: F401  (fixture)
 
@@ -400,7 +401,9 @@ def test_a_training_job_that_fails_on_the_cluster_is_reported_with_its_slurm_log
         pytest.skip("workflow or .test config missing")
     workdir = tmp_path / "failing"
     workdir.mkdir()
-    result = run_snakemake(workdir, "cnn", "--config", "device=cuda", f"data_dir={prepared_data}")
+    (name,) = yaml.safe_load(TEST_CONFIG.read_text())["experiments"]
+    one_cnn = f"results/{name}/seed0/cnn/metrics.csv"
+    result = run_snakemake(workdir, one_cnn, "--config", "device=cuda", f"data_dir={prepared_data}")
     log = result.stdout + result.stderr
     assert result.returncode != 0, log[-4000:]
 
