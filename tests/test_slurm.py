@@ -59,6 +59,16 @@ ACTIVE_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING"}
 RUN_TIMEOUT_S = 600
 
 
+def write_cluster_config(workdir: Path) -> str:
+    """The .test experiment with its first seed only (every rule and arm, half the jobs), written
+    into `workdir`; returns the experiment's name."""
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    ((name, settings),) = config["experiments"].items()
+    settings["seeds"] = settings["seeds"][:1]
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    return name
+
+
 def snakemake_command(workdir: Path, *args: str) -> list[str]:
     """`snakemake` on the real workflow and profile, results in `workdir`, test flags added."""
     return [
@@ -75,7 +85,7 @@ def snakemake_command(workdir: Path, *args: str) -> list[str]:
         "--workflow-profile",
         str(PROFILE_DIR),
         "--configfile",
-        str(TEST_CONFIG),
+        str(workdir / "config.yaml"),
         *CLUSTER_FLAGS,
     ]
 
@@ -196,6 +206,7 @@ def interrupted_run(slurm_cluster, tmp_path_factory) -> InterruptedRun:  # noqa:
     if not (SNAKEFILE.exists() and TEST_CONFIG.exists()):
         pytest.skip("workflow or .test config missing")
     workdir = tmp_path_factory.mktemp("slurm-run")
+    write_cluster_config(workdir)
     logs = tmp_path_factory.mktemp("slurm-driver")
 
     dry = run_snakemake(workdir, "--dry-run", *DEVICE_AUTO, timeout=120)
@@ -401,8 +412,7 @@ def test_a_training_job_that_fails_on_the_cluster_is_reported_with_its_slurm_log
         pytest.skip("workflow or .test config missing")
     workdir = tmp_path / "failing"
     workdir.mkdir()
-    (name,) = yaml.safe_load(TEST_CONFIG.read_text())["experiments"]
-    one_cnn = f"results/{name}/seed0/cnn/metrics.csv"
+    one_cnn = f"results/{write_cluster_config(workdir)}/seed0/cnn/metrics.csv"
     result = run_snakemake(workdir, one_cnn, "--config", "device=cuda", f"data_dir={prepared_data}")
     log = result.stdout + result.stderr
     assert result.returncode != 0, log[-4000:]
