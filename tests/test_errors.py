@@ -125,6 +125,10 @@ CONFIG_CASES = {
     "negative epochs": (_set(f"{TINY}.relax.epochs", -3), [f"{TINY}.relax.epochs", "-3 is less"]),
     "width 0": (_set(f"{TINY}.width", 0), [f"{TINY}.width", "0 is less than the minimum of 1"]),
     "newline in data_dir": (_set("data_dir", "data\nrm -rf x"), ["data_dir = 'data\\nrm -rf x'"]),
+    "data_dir read as an option": (
+        _set("data_dir", "--help"),
+        ["data_dir = '--help' is not allowed"],
+    ),
     "device that does not exist": (_set("device", "gpu"), ["device = 'gpu' is not allowed"]),
     "relax time beyond the CNN": (
         _set(f"{TINY}.relax.relax_times", [7]),

@@ -28,12 +28,12 @@ from needle.config_checks import (  # noqa: E402
 )
 from needle.errors import NeedleError  # noqa: E402
 
+# Every value is checked before any job runs, each error one line naming the key: first the schema
+# with strict types, then snakemake's validate fills in the defaults, then what a schema cannot say.
 try:
-    check_schema(config)  # strict types, one line naming the key
-    validate(
-        config, workflow.source_path("../schemas/config.schema.yaml")
-    )  # fills the defaults
-    check_config(config)  # what the schema cannot say
+    check_schema(config)
+    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    check_config(config)
 except NeedleError as error:
     sys.exit(f"needle: error: {error}")
 
