@@ -1,6 +1,7 @@
 # needle: reproduce "Finding the Needle in the Haystack with Convolutions" (d'Ascoli et al., 2019).
-# Data -> CNN (log-spaced checkpoints) -> relax eFCN/eLCN per relax time + standard FCN baseline
-# -> tidy metrics -> figures and summary -> `snakemake --report report.html`.
+# Data -> CNN (log-spaced checkpoints) -> embed as eFCN/eLCN at each relax time -> relax (with the
+# CNN continued as the control) + standard FCN -> tables -> summary and figures
+# -> `snakemake --report report.html`.
 
 
 # The default experiment, unless --configfile names another (e.g. a preset in config/).
@@ -10,12 +11,14 @@ if "experiments" not in config:
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/settings.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/cnn.smk"
+include: "workflow/rules/embed.smk"
 include: "workflow/rules/relax.smk"
-include: "workflow/rules/baseline.smk"
+include: "workflow/rules/fcn.smk"
 include: "workflow/rules/landscape.smk"
-include: "workflow/rules/metrics.smk"
+include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
 
 
@@ -23,6 +26,8 @@ report: "workflow/report/workflow.rst"
 
 
 rule all:
+    """Every experiment's summary, figures and per-run tables, and the sweep figure if any."""
     default_target: True
     input:
-        rules.figures.input,
+        [path for name in EXPERIMENTS for path in experiment_outputs(name)],
+        sweep_outputs(),

@@ -143,7 +143,9 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def tiny_config(data_dir: Path, **overrides) -> dict:
-    """A complete tiny experiment on fake Fashion-MNIST (every stage runs in a few seconds)."""
+    """A complete tiny experiment "tiny" on fake Fashion-MNIST (every stage runs in a few seconds).
+
+    Keyword arguments replace experiment keys; a dict is merged into the block of that name."""
     experiment = {
         "dataset": "fashion-mnist",
         "train_size": 200,
@@ -152,10 +154,12 @@ def tiny_config(data_dir: Path, **overrides) -> dict:
         "width": 4,
         "seeds": [0],
         "eval_batch_size": 500,
-        "on_divergence": "record",
-        "cnn": {"epochs": 3, "lr": 0.1, "batch_size": 50, "checkpoint_points": 3},
-        "fcn": {"epochs": 2, "lr": 0.05, "batch_size": 50},
-        "relax": {"arms": ["efcn"], "relax_times": [1], "epochs": 2, "lr": 0.02, "batch_size": 50},
+        "optimiser": {"lr": 0.05, "batch_size": 50},
+        "divergence": {"on_divergence": "record"},
+        "cnn": {"epochs": 3, "checkpoint_points": 3},
+        "fcn": {"epochs": 2},
+        "relax": {"arms": ["efcn"], "relax_times": [1], "epochs": 2},
+        "embedding": {"check_images": 50},
         "landscape": {"relax_times": []},
     }
     for key, value in overrides.items():

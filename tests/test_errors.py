@@ -1,46 +1,217 @@
-"""Bad input stops with one line that names what is wrong and how to fix it, and touches no results.
+"""The workflow facing a hostile or careless user: every bad config value stops before any job runs
+with one line naming the key, no config value reaches a shell unquoted, and no per-run table is
+lost behind a newer aggregate.
 
-Every case starts from a results folder that already holds files, and proves afterwards that each
-of them still has the same bytes and modification time (and, where nothing should be written at
-all, that no file was added).
+Stage-level bad input (checkpoints, divergence, final weights) is specified in
+test_stage_errors.py. Every case that runs Snakemake starts from a results folder that already
+holds files, and proves afterwards that each still has the same bytes and modification time.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from pathlib import Path
 
-import pandas as pd
 import pytest
-import torch
 import yaml
-from conftest import (
-    CPU,
-    run_script,
-    run_scripts,
-    script_env,
-    snakemake_command,
-    snapshot,
-    tiny_config,
-)
+from conftest import run_script, snakemake_command, snapshot, tiny_config
+from fake_datasets import write_fake_fashion_mnist
+from snakemake.utils import validate
 
-from needle import checkpoints, protocol, summary, tables
-
-pytestmark = pytest.mark.slow  # ~20 subprocesses (stage scripts and snakemake -n)
+from needle import schema
+from needle.config_checks import check_config, check_schema
+from needle.errors import NeedleError
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit status 2 and one error line, the last thing on stderr (progress bars may precede it)."""
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.strip()]
-    assert "Traceback" not in result.stderr, result.stderr[-2000:]
-    assert [line for line in lines if "error" in line.lower()] == lines[-1:], result.stderr[-2000:]
-    line = lines[-1]
-    assert line.startswith("needle: error: ")
-    for needle in needles:
-        assert needle in line, line
-    return line
+def _set(path: str, value):
+    """A change of the tiny config: the value at a dotted path (created if missing)."""
+
+    def change(config):
+        *parents, key = path.split(".")
+        node = config
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = value
+
+    return change
+
+
+def _rename_experiment(name):
+    def change(config):
+        config["experiments"] = {name: config["experiments"].pop("tiny")}
+
+    return change
+
+
+def _chain(*changes):
+    def change(config):
+        for one in changes:
+            one(config)
+
+    return change
+
+
+TINY = "experiments.tiny"
+# case: (change to the tiny config, words the one error line must contain)
+CONFIG_CASES = {
+    "integer written as a float": (
+        _set(f"{TINY}.cnn.checkpoint_points", 3.0),
+        [f"{TINY}.cnn.checkpoint_points = 3.0 is not an integer (write 3)"],
+    ),
+    "integer subset size written as a float": (
+        _set(f"{TINY}.train_size", 1e3),
+        [f"{TINY}.train_size = 1000.0 is not an integer or null"],
+    ),
+    "true where an integer is meant": (
+        _set(f"{TINY}.width", True),
+        [f"{TINY}.width = True is not an integer"],
+    ),
+    "NaN learning rate": (
+        _set(f"{TINY}.optimiser.lr", float("nan")),
+        [f"{TINY}.optimiser.lr = nan is not a finite number"],
+    ),
+    "infinite loss factor": (
+        _set(f"{TINY}.divergence.loss_factor", float("inf")),
+        [f"{TINY}.divergence.loss_factor = inf is not a finite number"],
+    ),
+    "learning rate not a number": (
+        _set(f"{TINY}.optimiser.lr", "fast"),
+        [f"{TINY}.optimiser.lr = 'fast' is not a finite number"],
+    ),
+    "zero learning rate": (
+        _set(f"{TINY}.optimiser.lr", 0),
+        [f"{TINY}.optimiser.lr", "0 is less than or equal to the minimum of 0"],
+    ),
+    "momentum of one": (
+        _set(f"{TINY}.optimiser.momentum", 1.0),
+        [f"{TINY}.optimiser.momentum", "maximum of 1"],
+    ),
+    "seed beyond 2^31 - 1": (
+        _set(f"{TINY}.seeds", [0, 2**64]),
+        [f"{TINY}.seeds[1]", "18446744073709551616 is greater than the maximum of 2147483647"],
+    ),
+    "negative seed": (_set(f"{TINY}.seeds", [-1]), [f"{TINY}.seeds[0]", "-1 is less than"]),
+    "repeated seed": (_set(f"{TINY}.seeds", [0, 0]), [f"{TINY}.seeds", "non-unique"]),
+    "integer experiment name": (_rename_experiment(7), ["experiments: the name 7 is not allowed"]),
+    "experiment name with a space": (
+        _rename_experiment("my run"),
+        ["experiments: the name 'my run' is not allowed"],
+    ),
+    "experiment name of the sweep folder": (
+        _rename_experiment("sweep"),
+        ["experiments.sweep: the name 'sweep' is reserved"],
+    ),
+    "unknown key": (
+        _set(f"{TINY}.widht", 8),
+        [f"{TINY}: unknown key 'widht' (did you mean 'width'?)"],
+    ),
+    "unknown top-level key": (
+        _set("thread", 2),
+        ["unknown key 'thread' (did you mean 'threads'?)"],
+    ),
+    "key of the old schema": (_set(f"{TINY}.cnn.lr", 0.1), [f"{TINY}.cnn: unknown key 'lr'"]),
+    "missing dataset": (
+        lambda config: config["experiments"]["tiny"].pop("dataset"),
+        [f"{TINY}: 'dataset' is a required property"],
+    ),
+    "unknown dataset": (
+        _set(f"{TINY}.dataset", "mnist"),
+        [f"{TINY}.dataset = 'mnist' is not one of"],
+    ),
+    "unknown arm": (_set(f"{TINY}.relax.arms", ["cnn"]), [f"{TINY}.relax.arms[0] = 'cnn'"]),
+    "no relax time": (_set(f"{TINY}.relax.relax_times", []), [f"{TINY}.relax.relax_times = []"]),
+    "negative epochs": (_set(f"{TINY}.relax.epochs", -3), [f"{TINY}.relax.epochs", "-3 is less"]),
+    "width 0": (_set(f"{TINY}.width", 0), [f"{TINY}.width", "0 is less than the minimum of 1"]),
+    "newline in data_dir": (_set("data_dir", "data\nrm -rf x"), ["data_dir = 'data\\nrm -rf x'"]),
+    "data_dir read as an option": (
+        _set("data_dir", "--help"),
+        ["data_dir = '--help' is not allowed"],
+    ),
+    "device that does not exist": (_set("device", "gpu"), ["device = 'gpu' is not allowed"]),
+    "relax time beyond the CNN": (
+        _set(f"{TINY}.relax.relax_times", [7]),
+        [f"{TINY}.relax.relax_times [7] are not CNN checkpoint epochs", "[0, 1, 3]"],
+    ),
+    "relax time between checkpoints": (
+        _set(f"{TINY}.relax.relax_times", [2]),
+        [f"{TINY}.relax.relax_times [2] are not CNN checkpoint epochs"],
+    ),
+    "training subset above the dataset": (
+        _set(f"{TINY}.train_size", 70000),
+        [f"{TINY}: validation_size (0) + train_size (70000) exceeds the 60000 training images"],
+    ),
+    "validation split and subset above the dataset": (
+        _chain(_set(f"{TINY}.validation_size", 30000), _set(f"{TINY}.train_size", 40000)),
+        [f"{TINY}: validation_size (30000) + train_size (40000) exceeds"],
+    ),
+    "test subset above the dataset": (
+        _set(f"{TINY}.test_size", 20000),
+        [f"{TINY}.test_size = 20000 exceeds the 10000 test images"],
+    ),
+    "canvas smaller than the images": (
+        _set(f"{TINY}.canvas_size", 20),
+        [f"{TINY}.canvas_size = 20 is smaller than the 28-pixel images"],
+    ),
+    "dense net beyond the memory limit": (
+        _set("max_memory_gb", 0.001),
+        [f"{TINY}: training its efcn needs about", "raise max_memory_gb"],
+    ),
+    "landscape without the efcn arm": (
+        _chain(
+            _set(f"{TINY}.relax.arms", ["cnn_continued"]),
+            _set(f"{TINY}.landscape.relax_times", [1]),
+        ),
+        [f"{TINY}.landscape.relax_times needs 'efcn' in {TINY}.relax.arms"],
+    ),
+    "landscape at a time that is not relaxed": (
+        _set(f"{TINY}.landscape.relax_times", [3]),
+        [f"{TINY}.landscape.relax_times [3] are not relax times of this experiment"],
+    ),
+}
+
+
+# The same through Snakemake, one case of each kind of check (the table above covers every case of
+# the functions the workflow calls; these prove the workflow calls them, in order, before any job).
+WORKFLOW_CASES = [
+    "integer written as a float",
+    "NaN learning rate",
+    "seed beyond 2^31 - 1",
+    "integer experiment name",
+    "unknown key",
+    "missing dataset",
+    "newline in data_dir",
+    "relax time between checkpoints",
+    "dense net beyond the memory limit",
+]
+
+
+def bad_config(case: str, data_dir: Path) -> dict:
+    config = copy.deepcopy(tiny_config(data_dir))
+    CONFIG_CASES[case][0](config)
+    return config
+
+
+def check_like_the_workflow(config: dict) -> None:
+    """workflow/rules/common.smk's order: strict schema pass, defaults, what the schema cannot say."""
+    check_schema(config)
+    validate(config, str(schema.SCHEMA_PATH))
+    check_config(config)
+
+
+def test_the_tiny_config_itself_passes(tmp_path):
+    check_like_the_workflow(tiny_config(tmp_path))
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_a_bad_config_value_is_one_line_naming_the_key(case, tmp_path):
+    with pytest.raises(NeedleError) as error:
+        check_like_the_workflow(bad_config(case, tmp_path))
+    message = str(error.value)
+    assert "\n" not in message
+    for words in CONFIG_CASES[case][1]:
+        assert words in message, message
 
 
 def populated_results(folder: Path) -> dict:
@@ -54,420 +225,178 @@ def populated_results(folder: Path) -> dict:
     return snapshot(folder)
 
 
-# -- checkpoints given to relax.py ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def cnn(tmp_path_factory, fashion_dir) -> Path:
-    out = tmp_path_factory.mktemp("cnn")
-    run_script(
-        "train_cnn.py",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        fashion_dir,
-        "--width",
-        4,
-        "--epochs",
-        1,
-        "--checkpoint-points",
-        2,
-        "--batch-size",
-        50,
-        *CPU,
-        "--checkpoint-dir",
-        out / "checkpoints",
-        "--metrics",
-        out / "metrics.csv",
-    )
-    return out
-
-
-def bad_checkpoints(cnn: Path, folder: Path) -> dict[str, Path]:
-    good = cnn / "checkpoints" / "epoch1.pt"
-    folder.mkdir()
-    paths = {
-        name: folder / f"{name}.pt"
-        for name in (
-            "truncated",
-            "corrupt",
-            "not_needle",
-            "wrong_width",
-            "wrong_tensors",
-            "wrong_epoch",
-        )
-    }
-    content = good.read_bytes()
-    paths["truncated"].write_bytes(content[: len(content) // 2])
-    paths["corrupt"].write_bytes(b"\x89 this is not a checkpoint \x00" * 64)
-    torch.save({"weights": torch.zeros(3)}, paths["not_needle"])
-    payload = torch.load(good, weights_only=True)
-    wider = dict(payload["architecture"], width=8)
-    checkpoints.save(
-        dict(payload, architecture=wider, model=protocol.build_cnn(wider).state_dict()),
-        paths["wrong_width"],
-    )
-    # Recorded architecture right, tensors of another net: the load itself must say so.
-    checkpoints.save(
-        dict(payload, model=protocol.build_cnn(wider).state_dict()), paths["wrong_tensors"]
-    )
-    checkpoints.save(dict(payload, epoch=0), paths["wrong_epoch"])
-    return paths
-
-
-EXPECTED_CHECKPOINT_ERRORS = {
-    "truncated": ("is unreadable (truncated or corrupt", "delete it and rerun"),
-    "corrupt": ("is unreadable (truncated or corrupt", "delete it and rerun"),
-    "not_needle": ("is not a needle checkpoint", "delete it and rerun"),
-    "wrong_width": (
-        "was made for another architecture: width=8 (config says 4)",
-        "fix the config or delete",
-    ),
-    "wrong_tensors": (
-        "does not fit the configured network",
-        "conv1.weight",
-        "fix the config or delete",
-    ),
-    "wrong_epoch": ("holds epoch 0, not relax time 1",),
-}
-
-
-def test_relax_refuses_bad_checkpoints_with_one_line_and_leaves_results_alone(
-    cnn, tmp_path, fashion_dir
-):
-    paths = bad_checkpoints(cnn, tmp_path / "bad")
-    results = tmp_path / "results"
-    before = populated_results(results)
-    commands = [
-        (
-            "relax.py",
-            "--dataset",
-            "fashion-mnist",
-            "--data-dir",
-            fashion_dir,
-            "--width",
-            4,
-            "--epochs",
-            1,
-            *CPU,
-            "--arm",
-            arm,
-            "--relax-time",
-            1,
-            "--checkpoint",
-            paths[name],
-            "--metrics",
-            results / "efcn" / "relax_at_epoch1" / "metrics.csv",
-            "--final-weights",
-            results / "efcn" / "relax_at_epoch1" / "final.pt",
-        )
-        for name, arm in zip(EXPECTED_CHECKPOINT_ERRORS, ["efcn", "elcn"] * 3)
-    ]
-    outcomes = run_scripts(commands, check=False)
-    for name, result in zip(EXPECTED_CHECKPOINT_ERRORS, outcomes):
-        assert_one_line_error(result, str(paths[name]), *EXPECTED_CHECKPOINT_ERRORS[name])
-    assert snapshot(results) == before
-    assert snapshot(tmp_path / "bad").keys() == {f"{name}.pt" for name in paths}
-
-
-# -- divergence ----------------------------------------------------------------------------------------
-def test_divergence_fails_clearly_or_is_recorded_and_left_out_of_the_summary(
-    cnn, tmp_path, fashion_dir
-):
-    results = tmp_path / "results"
-    before = populated_results(results)
-    out = {mode: results / "efcn" / f"relax_at_epoch1_{mode}" for mode in ("fail", "record")}
-    fail, record = run_scripts(
-        [
-            (
-                "relax.py",
-                "--dataset",
-                "fashion-mnist",
-                "--data-dir",
-                fashion_dir,
-                "--width",
-                4,
-                "--epochs",
-                3,
-                "--lr",
-                "1e6",
-                "--batch-size",
-                50,
-                *CPU,
-                "--arm",
-                "efcn",
-                "--relax-time",
-                1,
-                "--checkpoint",
-                cnn / "checkpoints" / "epoch1.pt",
-                "--on-divergence",
-                mode,
-                "--metrics",
-                out[mode] / "metrics.csv",
-                "--final-weights",
-                out[mode] / "final.pt",
-            )
-            for mode in ("fail", "record")
-        ],
-        check=False,
-    )
-    assert_one_line_error(
-        fail, "diverged at epoch", "(loss nan)", "lower lr", "on_divergence: record"
-    )
-    assert not [path for path in out["fail"].rglob("*") if path.is_file()], (
-        "a failed run leaves neither outputs nor resume state"
-    )
-    assert record.returncode == 0, record.stderr[-2000:]
-    assert "diverged at epoch" in record.stderr
-    rows = pd.read_csv(out["record"] / "metrics.csv")
-    assert list(rows["diverged"]) == [0, 1], "training stops at the first non-finite loss"
-    assert torch.load(out["record"] / "final.pt", weights_only=True)["diverged"] == 1
-    assert {k: v for k, v in snapshot(results).items() if k in before} == before
-
-    identity = {"experiment": "tiny", "dataset": "fashion-mnist", "model": "skinny", "seed": 0}
-    runs = [
-        (dict(identity, arm="cnn", relax_time=None), pd.read_csv(cnn / "metrics.csv")),
-        (dict(identity, arm="efcn", relax_time=1), rows),
-    ]
-    table = summary.summarize(tables.tidy_experiment(runs)).iloc[0]
-    assert table["runs"] == 2 and table["diverged_runs"] == 1
-    assert table["diverged_run_list"] == "efcn/tw1/seed0"
-    assert pd.isna(table["best_efcn_mean"]), "a diverged run is no result"
-    assert table["claim4_tw_without_results"] == "1"
-    assert table["cnn_seeds"] == 1
-
-
-def test_a_diverging_cnn_fails_even_under_record_and_says_which_setting_to_change(
-    tmp_path, fashion_dir
-):
-    results = tmp_path / "results"
-    before = populated_results(results)
-    result = run_script(
-        "train_cnn.py",
-        "--dataset",
-        "fashion-mnist",
-        "--data-dir",
-        fashion_dir,
-        "--width",
-        4,
-        "--epochs",
-        2,
-        "--lr",
-        "1e6",
-        "--batch-size",
-        50,
-        "--on-divergence",
-        "record",
-        *CPU,
-        "--checkpoint-dir",
-        results / "cnn" / "checkpoints",
-        "--metrics",
-        results / "cnn" / "metrics.csv",
-        check=False,
-    )
-    assert_one_line_error(result, "CNN diverged at epoch", "cnn.lr")
-    assert snapshot(results) == before, "no checkpoints, metrics or resume state of a failed CNN"
-
-
-# -- final weights given to interpolate.py ------------------------------------------------------------------
-def test_interpolate_refuses_final_weights_written_with_another_dense_layout(
-    cnn, tmp_path, fashion_dir
-):
-    data = ("--dataset", "fashion-mnist", "--data-dir", fashion_dir, "--width", 4)
-    run = tmp_path / "relax"
-    run_script(
-        "relax.py",
-        *data,
-        "--epochs",
-        1,
-        "--batch-size",
-        50,
-        *CPU,
-        "--arm",
-        "efcn",
-        "--relax-time",
-        1,
-        "--checkpoint",
-        cnn / "checkpoints" / "epoch1.pt",
-        "--metrics",
-        run / "metrics.csv",
-        "--final-weights",
-        run / "final.pt",
-    )
-    payload = torch.load(run / "final.pt", weights_only=True)
-    payload["dense_layout"] = "dense2d-v1"  # what an older needle wrote: rows in (o, i, j) order
-    old = tmp_path / "old_final.pt"
-    torch.save(payload, old)
-    results = tmp_path / "results"
-    before = populated_results(results)
-    result = run_scripts(
-        [
-            (
-                "interpolate.py",
-                *data,
-                "--experiment",
-                "tiny",
-                "--relax-times",
-                1,
-                "--cnn-checkpoints",
-                cnn / "checkpoints" / "epoch1.pt",
-                "--efcn-finals",
-                run / "final.pt",
-                "--fcn-final",
-                old,
-                "--points",
-                2,
-                "--examples",
-                10,
-                *CPU,
-                "--output",
-                results / "landscape.csv",
-            )
-        ],
-        check=False,
-    )[0]
-    assert_one_line_error(
-        result, str(old), "another layout", "'dense2d-v1'", "rerun the relax / train_fcn rule"
-    )
-    assert snapshot(results) == before
-
-
-# -- config errors, before any job runs ---------------------------------------------------------------------
-def _set(path: str, value):
-    def change(config):
-        *parents, key = path.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[key] = value
-
-    return change
-
-
-CONFIG_ERRORS = {
-    # case: (change, words the output must contain)
-    "lr is not a number": (
-        _set("experiments.tiny.cnn.lr", "fast"),
-        ["'fast' is not of type 'number'", "['lr']"],
-    ),
-    "negative epochs": (
-        _set("experiments.tiny.relax.epochs", -3),
-        ["-3 is less than the minimum", "['epochs']"],
-    ),
-    "unknown key": (_set("experiments.tiny.widht", 8), ["'widht' was unexpected"]),
-    "unknown top-level key": (_set("thread", 2), ["'thread' was unexpected"]),
-    "width 0": (
-        _set("experiments.tiny.width", 0),
-        ["0 is less than the minimum of 1", "['width']"],
-    ),
-    "relax time beyond the CNN": (
-        _set("experiments.tiny.relax.relax_times", [7]),
-        ["experiments.tiny.relax.relax_times [7] are not CNN checkpoint epochs", "[0, 1, 3]"],
-    ),
-    "relax time not a checkpoint": (
-        _set("experiments.tiny.relax.relax_times", [2]),
-        ["experiments.tiny.relax.relax_times [2] are not CNN checkpoint epochs"],
-    ),
-    "train_size above the dataset": (
-        _set("experiments.tiny.train_size", 70000),
-        ["experiments.tiny.train_size = 70000 exceeds the 60000 images"],
-    ),
-    "eFCN too big": (
-        _set("max_memory_gb", 0.001),
-        [
-            "experiments.tiny: training its efcn needs about 9 MiB, more than the 1 MiB of max_memory_gb",
-            "raise max_memory_gb",
-        ],
-    ),
-    "landscape without efcn": (
-        _set("experiments.tiny.landscape.relax_times", [3]),
-        ["experiments.tiny.landscape.relax_times [3] are not relax times"],
-    ),
-}
-
-
-@pytest.fixture(scope="module")
-def config_runs(tmp_path_factory, fashion_dir) -> dict:
-    """``snakemake -n`` on each bad config, two at a time; each in a folder with earlier results."""
+def workflow_outcomes(tmp_path_factory) -> dict:
+    """`snakemake -n` on every bad config, two at a time; each in a folder with earlier results."""
     root = tmp_path_factory.mktemp("configs")
-    outcomes, processes = {}, []
-    base = tiny_config(fashion_dir)
-    for index, (case, (change, _)) in enumerate(CONFIG_ERRORS.items()):
+    pending, outcomes = [], {}
+    for index, case in enumerate(WORKFLOW_CASES):
         folder = root / f"case{index}"
-        config = copy.deepcopy(base)
-        change(config)
-        (folder / "results" / "tiny").mkdir(parents=True)
-        before = populated_results(folder / "results" / "tiny" / "seed0")
-        (folder / "bad.yaml").write_text(yaml.safe_dump(config))
-        processes.append(
-            (case, folder, before, snakemake_command(folder, folder / "bad.yaml", "-n"))
+        seed_dir = folder / "results" / "tiny" / "seed0"
+        before = populated_results(seed_dir)
+        (folder / "bad.yaml").write_text(yaml.safe_dump(bad_config(case, folder / "data")))
+        pending.append(
+            (case, seed_dir, before, snakemake_command(folder, folder / "bad.yaml", "-n"))
         )
     running = []
-    for item in processes + [None, None]:
-        if item is not None:
-            case, folder, before, command = item
-            running.append(
-                (
-                    case,
-                    folder,
-                    before,
-                    subprocess.Popen(
-                        command,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT,
-                        text=True,
-                        env=script_env(),
-                    ),
-                )
+    while pending or running:
+        while pending and len(running) < 2:
+            case, seed_dir, before, command = pending.pop(0)
+            process = subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
             )
-        if len(running) == 2 or (item is None and running):
-            case, folder, before, process = running.pop(0)
-            output, _ = process.communicate(timeout=300)
-            outcomes[case] = (
-                process.returncode,
-                output,
-                before,
-                snapshot(folder / "results" / "tiny" / "seed0"),
-            )
+            running.append((case, seed_dir, before, process))
+        case, seed_dir, before, process = running.pop(0)
+        output, _ = process.communicate(timeout=300)
+        outcomes[case] = (process.returncode, output, before, snapshot(seed_dir))
     return outcomes
 
 
-@pytest.mark.parametrize("case", list(CONFIG_ERRORS))
-def test_a_bad_config_is_rejected_before_any_job_runs_naming_the_key(config_runs, case):
-    returncode, output, before, after = config_runs[case]
+@pytest.mark.slow
+@pytest.mark.parametrize("case", WORKFLOW_CASES)
+def test_the_workflow_stops_on_a_bad_config_with_one_line_before_any_job(workflow_outcomes, case):
+    returncode, output, before, after = workflow_outcomes[case]
     assert returncode != 0, output[-2000:]
-    for words in CONFIG_ERRORS[case][1]:
-        assert words in output, output[-3000:]
-    assert "Job stats" not in output and "rule train_cnn" not in output, "a job was scheduled"
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines[-1].startswith("needle: error: "), output[-3000:]
+    assert [line for line in lines if "error" in line.lower()] == lines[-1:], output[-3000:]
+    assert "Traceback" not in output and "Job stats" not in output, output[-3000:]
+    for words in CONFIG_CASES[case][1]:
+        assert words in lines[-1], lines[-1]
     assert after == before
 
 
-def test_missing_dataset_offline_names_the_fix_through_the_workflow(tmp_path):
-    empty_package = tmp_path / "package"
-    empty_package.mkdir()
-    config = tiny_config(tmp_path / "data")
+# -- no config value reaches a shell unquoted ---------------------------------------------------
+HOSTILE_DATA_DIRS = {
+    "space": "data dir",
+    "command substitution": "data$(touch {pwned})",
+    "backticks and a semicolon": "data`touch {pwned}`;touch {pwned}",
+    "quotes and a glob": "data 'x' \"y\" *",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", list(HOSTILE_DATA_DIRS))
+def test_a_hostile_data_dir_is_only_a_folder_name(case, tmp_path):
+    """The data rule runs for real with that data_dir: nothing is executed, the data lands there."""
+    pwned = tmp_path / "pwned"
+    data_dir = tmp_path / HOSTILE_DATA_DIRS[case].format(pwned=pwned)
+    package = tmp_path / "debian-fashion-mnist"
+    write_fake_fashion_mnist(package, 60, 20, gzipped=True)
+    config = tiny_config(data_dir)
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "results" / "tiny").mkdir(parents=True)
-    before = populated_results(tmp_path / "results" / "tiny" / "seed0")
     result = subprocess.run(
         snakemake_command(
-            tmp_path,
-            tmp_path / "config.yaml",
-            "--cores",
-            1,
-            str(tmp_path / "data" / "fashion-mnist.ready"),
+            tmp_path, tmp_path / "config.yaml", "--cores", 1, f"{data_dir}/fashion-mnist.ready"
         ),
         capture_output=True,
         text=True,
         timeout=300,
-        env=script_env({"NEEDLE_FASHION_MNIST_DIR": str(empty_package)}),
+        env={**os.environ, "NEEDLE_FASHION_MNIST_DIR": str(package)},
     )
-    assert result.returncode != 0
-    log = (tmp_path / "logs" / "prepare_data" / "fashion-mnist.log").read_text()
-    lines = log.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("needle: error: "), log
-    assert "apt-get install dataset-fashion-mnist" in lines[0]
-    assert str(tmp_path / "data" / "FashionMNIST" / "raw") in lines[0]
-    assert "apt-get install dataset-fashion-mnist" in result.stdout + result.stderr, (
-        "the failed log is shown"
+    assert not pwned.exists(), "a config value ran as a shell command"
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (data_dir / "fashion-mnist.ready").exists()
+    assert not list(tmp_path.glob("*pwned*")), list(tmp_path.iterdir())
+
+
+# -- a per-run table lost behind a newer aggregate -----------------------------------------------
+def planned_outputs(dry_run: str) -> list[str]:
+    return [
+        path.strip()
+        for line in dry_run.splitlines()
+        if line.strip().startswith("output: ")
+        for path in line.strip().removeprefix("output: ").split(", ")
+    ]
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run ({} for "Nothing to be done")."""
+    lines = output.splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith("Job stats")]
+    counts = {}
+    for line in lines[starts[0] + 3 :] if starts else []:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.mark.slow
+def test_a_per_run_table_lost_in_a_killed_forced_rerun_is_rebuilt_with_the_tables(tmp_path):
+    """Snakemake deletes a job's outputs before it runs it again (--forcerun); when that run is
+    killed, the per-run metrics.csv is gone while the tables built from it remain, newer than all
+    their inputs. A named target that asks only for tables and figures then has nothing to do; the
+    default target also asks for every per-run table, so the lost run is redone and the tables
+    built from it are rebuilt."""
+    config = tiny_config(tmp_path / "data", relax={"arms": ["efcn", "cnn_continued"]})
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+
+    def snakemake(*args):
+        result = subprocess.run(
+            snakemake_command(tmp_path, configfile, *args),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    # A finished run, as far as Snakemake can tell: every output present and touched in order.
+    for output in planned_outputs(snakemake("-n")):
+        path = tmp_path / output
+        if output.endswith("/checkpoints"):
+            path.mkdir(parents=True)
+            for epoch in (0, 1, 3):
+                (path / f"epoch{epoch}.pt").touch()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+    snakemake("--touch", "--cores", 1)
+    assert job_counts(snakemake("-n")) == {}
+
+    lost = tmp_path / "results" / "tiny" / "seed0" / "efcn" / "relax_at_epoch1" / "metrics.csv"
+    lost.unlink()
+    assert job_counts(snakemake("-n", "figures")) == {}, (
+        "figures: drawn from the tables as they are"
     )
-    assert snapshot(tmp_path / "results" / "tiny" / "seed0") == before
-    assert not (tmp_path / "data" / "fashion-mnist.ready").exists()
+    planned = job_counts(snakemake("-n"))
+    assert planned.get("relax") == 1, planned
+    for rule in ("aggregate_metrics", "summarize", "plot_figures"):
+        assert planned.get(rule) == 1, planned
+    assert not {"train_cnn", "train_fcn"} & set(planned), planned
+
+
+# -- write_settings.py: the one stage script of the workflow part ----------------------------------
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("{not json", "--settings is not JSON"),
+        ("[1, 2]", "--settings must be a JSON object, got list"),
+        ('{"dataset": "fashion-mnist", "optimiser": {"lr": NaN}}', "experiments.e.optimiser.lr = nan is not a finite number"),
+        ('{"dataset": "fashion-mnist", "widht": 4}', "experiments.e: unknown key 'widht'"),
+    ],
+)  # fmt: skip
+def test_write_settings_refuses_bad_settings_with_one_line_and_keeps_the_old_file(
+    text, words, tmp_path
+):
+    output = tmp_path / "settings.json"
+    output.write_text('{"experiment": "e"}\n')
+    before = snapshot(tmp_path)
+    result = run_script(
+        "write_settings.py",
+        "--experiment",
+        "e",
+        "--settings",
+        text,
+        "--output",
+        output,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("needle: error: ") and words in line, line
+    assert snapshot(tmp_path) == before

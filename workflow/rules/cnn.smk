@@ -3,7 +3,7 @@
 
 rule train_cnn:
     input:
-        dataset_ready,
+        ready=dataset_ready,
     output:
         checkpoints=directory("results/{experiment}/seed{seed}/cnn/checkpoints"),
         metrics="results/{experiment}/seed{seed}/cnn/metrics.csv",
@@ -15,24 +15,27 @@ rule train_cnn:
         "../../envs/torch.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=lambda wildcards: training_mem_mb(wildcards, "cnn"),
-        runtime=240,
-        gpu=TRAINING_GPU,
+        mem_mb=lambda wildcards: training_mb(settings(wildcards), names.CNN),
+        runtime=360,
+        gpu=GPUS_PER_JOB,
     params:
         script=stage_script("train_cnn.py"),
         data=data_args,
         model=model_args,
-        optimiser=lambda wildcards: optimiser_args(wildcards, "cnn"),
-        checkpoint_points=lambda wildcards: experiment(wildcards)["cnn"][
+        optimiser=optimiser_args,
+        divergence=divergence_args,
+        device=config["device"],
+        epochs=lambda wildcards: settings(wildcards)["cnn"]["epochs"],
+        checkpoint_points=lambda wildcards: settings(wildcards)["cnn"][
             "checkpoint_points"
         ],
-        resume_dir=lambda wildcards: f"{run_dir(wildcards)}/cnn/resume",
-        runtime=lambda wildcards, threads: runtime_args(threads),
+        resume_dir=lambda wildcards: f"{seed_dir(wildcards)}/cnn/resume",
     shell:
-        "python {params.script} {params.data} {params.model}"
-        " {params.optimiser} {params.runtime} --checkpoint-points {params.checkpoint_points}"
-        " --checkpoint-dir {output.checkpoints} --metrics {output.metrics}"
-        " --resume-dir {params.resume_dir} > {log} 2>&1"
+        "python {params.script:q} {params.data:q} {params.model:q} {params.optimiser:q}"
+        " {params.divergence:q} --device {params.device:q} --threads {threads:q}"
+        " --epochs {params.epochs:q} --checkpoint-points {params.checkpoint_points:q}"
+        " --checkpoint-dir {output.checkpoints:q} --metrics {output.metrics:q}"
+        " --resume-dir {params.resume_dir:q} > {log:q} 2>&1"
 
 
 rule cnn:

@@ -1,8 +1,10 @@
-# Shared helpers: config validation, the experiment grid, and the arguments every rule passes on.
+# Shared helpers: the config checked and completed before any job runs, the experiment grid, and
+# the command-line words the rules pass on. Each value is its own word, and each rule's shell writes
+# every placeholder as {...:q}, so no config value reaches a shell unquoted.
 
+import json
 import os
-import shutil
-import subprocess
+import re
 import sys
 from pathlib import Path
 
@@ -10,41 +12,48 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-validate(config, workflow.source_path("../schemas/config.schema.yaml"))
-
-# The torch-free parts of the library (relax-time schedule, config checks) are imported here so that
-# the DAG and the scripts can never disagree; the driver needs no torch, even under --use-conda.
+# The torch-free library (names, schedule, config checks) is imported so that the DAG and the
+# scripts can never disagree; the driver needs no torch, even under --use-conda.
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow" / "scripts"))
-from needle.config_checks import (
+from needle import names  # noqa: E402
+from needle.config_checks import (  # noqa: E402
     check_config,
+    check_schema,
+    embedding_mb,
+    landscape_mb,
     relax_times_of,
-    efcn_training_mb,
-)  # noqa: E402
-from needle.schedule import checkpoint_epochs  # noqa: E402
+    resolved_settings,
+    sweep_setting,
+    training_mb,
+)
+from needle.errors import NeedleError  # noqa: E402
 
-check_config(config)  # impossible combinations stop here, before any job runs
+# Every value is checked before any job runs, each error one line naming the key: first the schema
+# with strict types, then snakemake's validate fills in the defaults, then what a schema cannot say.
+try:
+    check_schema(config)
+    validate(config, workflow.source_path("../schemas/config.schema.yaml"))
+    check_config(config)
+except NeedleError as error:
+    sys.exit(f"needle: error: {error}")
 
-EXPERIMENTS = config["experiments"]
+EXPERIMENTS = {
+    name: resolved_settings(name, settings)
+    for name, settings in config["experiments"].items()
+}
+SWEEP_SETTING = sweep_setting(config["experiments"])
+DATA_DIR = os.path.normpath(config["data_dir"])
+# Jobs that run a network ask for a GPU unless the config says cpu; a job finds its device itself
+# when it starts (nothing is probed while this file is parsed). Locally, `--resources gpu=N` caps
+# the GPU jobs running at once; without it they share the GPUs there are.
+GPUS_PER_JOB = 0 if config["device"] == "cpu" else 1
 
 
 wildcard_constraints:
-    experiment="|".join(map(re.escape, EXPERIMENTS)) if EXPERIMENTS else "x",
+    experiment="|".join(map(re.escape, EXPERIMENTS)),
+    dataset="|".join(map(re.escape, names.DATASETS)),
     seed=r"\d+",
     relax_time=r"\d+",
-    arm="efcn|elcn",
-
-
-def local_gpus() -> int:
-    """GPUs visible on this machine (0 without nvidia-smi): local GPU jobs never exceed them."""
-    if config["device"] == "cpu" or shutil.which("nvidia-smi") is None:
-        return 0
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(line.startswith("GPU ") for line in listing.splitlines())
 
 
 envvars:
@@ -57,14 +66,8 @@ os.environ["PATH"] = (
     f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 )
 
-GPUS = local_gpus()
-workflow.global_resources.setdefault("gpu", GPUS)  # local runs: at most one job per GPU
-TRAINING_GPU = (
-    1 if GPUS else 0
-)  # the slurm profile sets gpu=1 for training rules itself
 
-
-def experiment(wildcards):
+def settings(wildcards) -> dict:
     return EXPERIMENTS[wildcards.experiment]
 
 
@@ -73,79 +76,26 @@ def stage_script(name: str) -> str:
     return str(Path(workflow.basedir) / "workflow" / "scripts" / name)
 
 
-def run_dir(wildcards) -> str:
+def as_pattern(path: str) -> str:
+    """A literal path inside an input/output pattern (braces are not wildcards there)."""
+    return path.replace("{", "{{").replace("}", "}}")
+
+
+def seed_dir(wildcards) -> str:
     return f"results/{wildcards.experiment}/seed{wildcards.seed}"
 
 
-def dataset_ready(wildcards):
-    return f"{config['data_dir']}/{experiment(wildcards)['dataset']}.ready"
+def run_dir(wildcards) -> str:
+    """The folder of one relax run."""
+    return f"{seed_dir(wildcards)}/{wildcards.arm}/relax_at_epoch{wildcards.relax_time}"
 
 
-def data_args(wildcards) -> str:
-    """Dataset, subset, canvas and seed: everything that fixes the tensors a run sees."""
-    settings = experiment(wildcards)
-    args = [
-        f"--dataset {settings['dataset']}",
-        f"--data-dir {config['data_dir']}",
-        f"--canvas-size {settings['canvas_size']}",
-        f"--seed {wildcards.seed}",
-    ]
-    for key in ("train_size", "test_size"):
-        if settings[key] is not None:
-            args.append(f"--{key.replace('_', '-')} {settings[key]}")
-    return " ".join(args)
+def checkpoint_file(wildcards, relax_time) -> str:
+    return f"{seed_dir(wildcards)}/cnn/checkpoints/epoch{relax_time}.pt"
 
 
-def model_args(wildcards) -> str:
-    settings = experiment(wildcards)
-    return f"--model {settings['model']} --width {settings['width']}"
-
-
-def optimiser_args(wildcards, stage: str) -> str:
-    """Optimiser, schedule and numerics of one stage (cnn, relax or fcn) as command-line flags."""
-    settings = experiment(wildcards)
-    stage_settings = settings[stage]
-    return " ".join(
-        [
-            f"--epochs {stage_settings['epochs']}",
-            f"--lr {stage_settings['lr']}",
-            f"--momentum {stage_settings['momentum']}",
-            f"--weight-decay {stage_settings['weight_decay']}",
-            f"--batch-size {stage_settings['batch_size']}",
-            f"--eval-batch-size {settings['eval_batch_size']}",
-            "--shuffle" if settings["shuffle"] else "--no-shuffle",
-            f"--precision {settings['precision']}",
-            f"--on-divergence {settings['on_divergence']}",
-        ]
-    )
-
-
-def runtime_args(threads) -> str:
-    return f"--device {config['device']} --threads {threads}"
-
-
-def relax_runs(name: str) -> list[tuple[str, int]]:
-    """(arm, relax time) pairs of one experiment."""
-    settings = EXPERIMENTS[name]
-    return [
-        (arm, time)
-        for arm in settings["relax"]["arms"]
-        for time in relax_times_of(settings)
-    ]
-
-
-def run_metrics(name: str) -> list[tuple[int, str, str, str]]:
-    """(seed, arm, relax time or '-', metrics CSV) for every training run of one experiment."""
-    runs = []
-    for seed in EXPERIMENTS[name]["seeds"]:
-        base = f"results/{name}/seed{seed}"
-        runs.append((seed, "cnn", "-", f"{base}/cnn/metrics.csv"))
-        runs.append((seed, "fcn", "-", f"{base}/fcn/metrics.csv"))
-        for arm, time in relax_runs(name):
-            runs.append(
-                (seed, arm, str(time), f"{base}/{arm}/relax_at_epoch{time}/metrics.csv")
-            )
-    return runs
+def dataset_ready(wildcards) -> str:
+    return f"{DATA_DIR}/{settings(wildcards)['dataset']}.ready"
 
 
 def final_weights(path: str) -> str:
@@ -153,38 +103,180 @@ def final_weights(path: str) -> str:
     return path if config["keep_final_weights"] else temp(path)
 
 
-def training_mem_mb(wildcards, stage: str) -> int:
-    """Memory request of a training job (the eFCN dominates): estimate + 2 GiB for data and torch."""
-    settings = experiment(wildcards)
-    if stage == "cnn":
-        return 4096
-    return efcn_training_mb(settings, arm=getattr(wildcards, "arm", "fcn")) + 2048
+# -- command-line words (needle/cli.py's argument groups) -------------------------------------------
+def data_args(wildcards) -> list[str]:
+    """Dataset, subsets, canvas and seed: everything that fixes the tensors a run sees."""
+    experiment = settings(wildcards)
+    words = [
+        "--dataset",
+        experiment["dataset"],
+        "--data-dir",
+        DATA_DIR,
+        "--canvas-size",
+        str(experiment["canvas_size"]),
+        "--validation-size",
+        str(experiment["validation_size"]),
+        "--seed",
+        str(wildcards.seed),
+    ]
+    for key in ("train_size", "test_size"):
+        if experiment[key] is not None:  # null = the whole split, the scripts' default
+            words += [f"--{key.replace('_', '-')}", str(experiment[key])]
+    return words
 
 
-def landscape_inputs(wildcards):
-    settings = experiment(wildcards)
-    base = run_dir(wildcards)
-    times = settings["landscape"]["relax_times"]
+def model_args(wildcards) -> list[str]:
+    experiment = settings(wildcards)
+    return ["--model", experiment["model"], "--width", str(experiment["width"])]
+
+
+def optimiser_args(wildcards) -> list[str]:
+    """The training rule (optimiser and numerics) that every arm shares."""
+    experiment = settings(wildcards)
+    optimiser = experiment["optimiser"]
+    return [
+        "--lr",
+        repr(optimiser["lr"]),
+        "--momentum",
+        repr(optimiser["momentum"]),
+        "--weight-decay",
+        repr(optimiser["weight_decay"]),
+        "--batch-size",
+        str(optimiser["batch_size"]),
+        "--eval-batch-size",
+        str(experiment["eval_batch_size"]),
+        "--shuffle" if experiment["shuffle"] else "--no-shuffle",
+        "--precision",
+        experiment["precision"],
+    ]
+
+
+def divergence_args(wildcards) -> list[str]:
+    divergence = settings(wildcards)["divergence"]
+    return [
+        "--on-divergence",
+        divergence["on_divergence"],
+        "--divergence-loss-factor",
+        repr(divergence["loss_factor"]),
+        "--divergence-chance-epochs",
+        str(divergence["chance_epochs"]),
+    ]
+
+
+# -- inputs of the relax, landscape and aggregate rules ----------------------------------------
+def relax_start(wildcards) -> str:
+    """The embedded net for efcn/elcn; the CNN checkpoints for the control."""
+    if wildcards.arm in names.EMBEDDED_ARMS:
+        return f"{run_dir(wildcards)}/embedded.pt"
+    return f"{seed_dir(wildcards)}/cnn/checkpoints"
+
+
+def relax_start_file(wildcards) -> str:
+    if wildcards.arm in names.EMBEDDED_ARMS:
+        return relax_start(wildcards)
+    return checkpoint_file(wildcards, wildcards.relax_time)
+
+
+def landscape_times(wildcards) -> list[int]:
+    return settings(wildcards)["landscape"]["relax_times"]
+
+
+def landscape_inputs(wildcards) -> dict:
+    base = seed_dir(wildcards)
     return {
         "ready": dataset_ready(wildcards),
         "checkpoints": f"{base}/cnn/checkpoints",
-        "efcn_finals": [f"{base}/efcn/relax_at_epoch{time}/final.pt" for time in times],
-        "fcn_final": f"{base}/fcn/final.pt",
+        "efcn_finals": [
+            f"{base}/{names.EFCN}/relax_at_epoch{relax_time}/final.pt"
+            for relax_time in landscape_times(wildcards)
+        ],
+        "fcn_final": f"{base}/{names.FCN}/final.pt",
     }
 
 
-def run_arguments(wildcards) -> str:
-    return " ".join(
-        f"--run {seed} {arm} {relax_time} {path}"
-        for seed, arm, relax_time, path in run_metrics(wildcards.experiment)
+def run_words(wildcards) -> list[str]:
+    """--run SEED ARM RELAX_TIME CSV for every training run ("-" as the relax time of cnn/fcn)."""
+    words = []
+    for seed, arm, relax_time, path in run_tables(wildcards.experiment):
+        words += ["--run", str(seed), arm, relax_time, path]
+    return words
+
+
+def optional_words(flag: str, paths: list[str]) -> list[str]:
+    return [flag, *paths] if paths else []
+
+
+# -- the runs of an experiment ------------------------------------------------------------------
+def relax_runs(name: str) -> list[tuple[str, int]]:
+    """(arm, relax time) of every relax run of one experiment (per seed)."""
+    experiment = EXPERIMENTS[name]
+    return [
+        (arm, relax_time)
+        for arm in experiment["relax"]["arms"]
+        for relax_time in experiment["relax"]["relax_times"]
+    ]
+
+
+def run_tables(name: str) -> list[tuple[int, str, str, str]]:
+    """(seed, arm, relax time or "-", per-run metrics CSV) of every training run of an experiment."""
+    runs = []
+    for seed in EXPERIMENTS[name]["seeds"]:
+        base = f"results/{name}/seed{seed}"
+        runs.append((seed, names.CNN, "-", f"{base}/cnn/metrics.csv"))
+        runs.append((seed, names.FCN, "-", f"{base}/fcn/metrics.csv"))
+        for arm, relax_time in relax_runs(name):
+            runs.append(
+                (
+                    seed,
+                    arm,
+                    str(relax_time),
+                    f"{base}/{arm}/relax_at_epoch{relax_time}/metrics.csv",
+                )
+            )
+    return runs
+
+
+def embedding_records(name: str) -> list[str]:
+    return [
+        f"results/{name}/seed{seed}/{arm}/relax_at_epoch{relax_time}/embedding.csv"
+        for seed in EXPERIMENTS[name]["seeds"]
+        for arm, relax_time in relax_runs(name)
+        if arm in names.EMBEDDED_ARMS
+    ]
+
+
+def landscape_tables(name: str) -> list[str]:
+    experiment = EXPERIMENTS[name]
+    if not experiment["landscape"]["relax_times"]:
+        return []
+    return [f"results/{name}/seed{seed}/landscape.csv" for seed in experiment["seeds"]]
+
+
+def per_run_outputs(name: str) -> list[str]:
+    """Every per-run table the experiment's tables are built from. The default target asks for them too: a
+    per-run table lost behind a newer aggregate (a forced rerun killed after Snakemake deleted the
+    old one) is rebuilt, and the tables built from it with it, instead of "Nothing to be done".
+    """
+    return (
+        [path for *_, path in run_tables(name)]
+        + embedding_records(name)
+        + landscape_tables(name)
     )
 
 
-def landscape_tables(wildcards) -> list[str]:
-    settings = experiment(wildcards)
-    if not settings["landscape"]["relax_times"]:
-        return []
+def experiment_outputs(name: str) -> list[str]:
+    """The finished products of one experiment: summary, figures and the per-run tables."""
+    base = f"results/{name}"
     return [
-        f"results/{wildcards.experiment}/seed{seed}/landscape.csv"
-        for seed in settings["seeds"]
+        f"{base}/summary.html",
+        f"{base}/summary.md",
+        f"{base}/summary.csv",
+        f"{base}/arms.csv",
+        *(f"{base}/figures/{figure}.png" for figure in names.FIGURES),
+        f"{base}/figures/parameter_counts.md",
+        *per_run_outputs(name),
     ]
+
+
+def sweep_outputs() -> list[str]:
+    return [f"results/sweep/gain_vs_{SWEEP_SETTING}.png"] if SWEEP_SETTING else []

@@ -3,7 +3,7 @@
 
 rule prepare_data:
     output:
-        ready=f"{config['data_dir']}/{{dataset}}.ready",
+        ready=f"{as_pattern(DATA_DIR)}/{{dataset}}.ready",
     log:
         "logs/prepare_data/{dataset}.log",
     conda:
@@ -16,5 +16,5 @@ rule prepare_data:
         script=stage_script("prepare_data.py"),
         data_dir=lambda wildcards, output: Path(output.ready).parent,
     shell:
-        "python {params.script} --dataset {wildcards.dataset}"
-        " --data-dir {params.data_dir} --done {output.ready} > {log} 2>&1"
+        "python {params.script:q} --dataset {wildcards.dataset:q}"
+        " --data-dir {params.data_dir:q} --done {output.ready:q} > {log:q} 2>&1"

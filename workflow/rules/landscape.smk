@@ -14,24 +14,25 @@ rule landscape:
         "../../envs/torch.yaml"
     threads: config["threads"]
     resources:
-        mem_mb=lambda wildcards: training_mem_mb(wildcards, "relax"),
-        runtime=120,
-        gpu=TRAINING_GPU,
+        mem_mb=lambda wildcards: landscape_mb(settings(wildcards)),
+        runtime=240,
+        gpu=GPUS_PER_JOB,
     params:
-        script=stage_script("interpolate.py"),
+        script=stage_script("landscape.py"),
         data=data_args,
         model=model_args,
-        relax_times=lambda wildcards: " ".join(
-            map(str, experiment(wildcards)["landscape"]["relax_times"])
-        ),
-        points=lambda wildcards: experiment(wildcards)["landscape"]["points"],
-        examples=lambda wildcards: experiment(wildcards)["landscape"]["examples"],
-        eval_batch_size=lambda wildcards: experiment(wildcards)["eval_batch_size"],
-        runtime=lambda wildcards, threads: runtime_args(threads),
+        device=config["device"],
+        relax_times=lambda wildcards: [str(time) for time in landscape_times(wildcards)],
+        cnn_checkpoints=lambda wildcards: [
+            checkpoint_file(wildcards, time) for time in landscape_times(wildcards)
+        ],
+        points=lambda wildcards: settings(wildcards)["landscape"]["points"],
+        examples=lambda wildcards: settings(wildcards)["landscape"]["examples"],
+        eval_batch_size=lambda wildcards: settings(wildcards)["eval_batch_size"],
     shell:
-        "python {params.script} {params.data} {params.model}"
-        " --experiment {wildcards.experiment} --relax-times {params.relax_times}"
-        " --cnn-checkpoints $(for t in {params.relax_times}; do printf '%s ' {input.checkpoints}/epoch$t.pt; done)"
-        " --efcn-finals {input.efcn_finals} --fcn-final {input.fcn_final}"
-        " --points {params.points} --examples {params.examples}"
-        " --eval-batch-size {params.eval_batch_size} {params.runtime} --output {output} > {log} 2>&1"
+        "python {params.script:q} {params.data:q} {params.model:q}"
+        " --device {params.device:q} --threads {threads:q} --experiment {wildcards.experiment:q}"
+        " --relax-times {params.relax_times:q} --cnn-checkpoints {params.cnn_checkpoints:q}"
+        " --efcn-finals {input.efcn_finals:q} --fcn-final {input.fcn_final:q}"
+        " --points {params.points:q} --examples {params.examples:q}"
+        " --eval-batch-size {params.eval_batch_size:q} --output {output:q} > {log:q} 2>&1"

@@ -1,24 +1,112 @@
-"""Checks of a whole configuration that JSON Schema cannot express, made before any job runs.
+"""Every check of a configuration, made before any job runs; each failure is one line naming the key.
 
-Torch-free (the Snakemake driver imports it). The layer arithmetic mirrors needle.models; a test
-checks both agree on parameter counts, so the memory estimate cannot drift from the real nets.
+Torch-free (the Snakemake driver imports it). Two passes:
+- ``check_schema``: the schema with strict types (8.0 is not an integer, .nan and .inf are not
+  numbers), reported as the single most relevant error in one line instead of jsonschema's dump;
+- ``check_config``: what the schema cannot express, on the config with its defaults filled in
+  (subset sizes against the dataset, relax times against the checkpoint schedule, memory).
+The layer arithmetic mirrors needle.models; a test checks both agree on parameter counts, so the
+memory estimates cannot drift from the real nets.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
 
-from needle.errors import NeedleError
-from needle.schedule import checkpoint_epochs
+from jsonschema import Draft202012Validator, validators
+from jsonschema.exceptions import best_match
 
-# (channels, train images, test images, image size, classes) as the datasets ship.
-DATASET_FACTS = {
-    "fashion-mnist": (1, 60000, 10000, 28, 10),
-    "cifar10": (3, 50000, 10000, 32, 10),
-    "cifar100": (3, 50000, 10000, 32, 100),
+from needle.errors import NeedleError
+from needle.names import CNN, CNN_CONTINUED, DATASETS, EFCN, FCN
+from needle.schedule import checkpoint_epochs
+from needle.schema import load_schema
+
+# Reserved below results/: the sweep figures of a config with several experiments.
+SWEEP_FOLDER = "sweep"
+# Memory of everything in a job but the dense weights: data tensors, torch, the CNN.
+JOB_OVERHEAD_MB = 4096
+
+
+# -- schema, strictly typed -----------------------------------------------------------------------
+def _is_integer(_checker, value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(_checker, value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+StrictValidator = validators.extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_finite_number}
+    ),
+)
+
+TYPE_WORDS = {
+    "integer": "an integer",
+    "number": "a finite number",
+    "string": "a string",
+    "boolean": "true or false",
+    "array": "a list",
+    "object": "a mapping",
+    "null": "null",
 }
 
 
+def key_name(path) -> str:
+    """experiments.tiny.seeds[2] from jsonschema's path deque."""
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "the config"
+
+
+def describe(error) -> str:
+    """One line for one jsonschema error: the key, its value and what the schema wants."""
+    parent = error.parent
+    if (
+        parent is not None
+        and parent.validator in ("oneOf", "anyOf")
+        and list(error.absolute_path) == list(parent.absolute_path)
+    ):
+        error = parent  # a value of none of the alternatives' kinds: say what they are for
+    where, value, schema = key_name(error.absolute_path), error.instance, error.schema
+    kind = error.validator
+    if "propertyNames" in error.relative_schema_path:
+        return f"{where}: the name {value!r} is not allowed ({schema.get('description', error.message)})"
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        hint = ""
+        if isinstance(value, float) and value.is_integer() and "integer" in wanted:
+            hint = f" (write {int(value)})"
+        return f"{where} = {value!r} is not {' or '.join(TYPE_WORDS[w] for w in wanted)}{hint}"
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(str(key) for key in value if key not in allowed)
+        close = difflib.get_close_matches(unknown[0], allowed, n=1)
+        hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+        return f"{where}: unknown key '{unknown[0]}' ({hint})"
+    if kind == "required":
+        return f"{where}: {error.message}"
+    if kind == "enum":
+        return f"{where} = {value!r} is not one of {', '.join(map(str, error.validator_value))}"
+    if kind in ("pattern", "oneOf", "const"):
+        return f"{where} = {value!r} is not allowed: {schema.get('description', error.message)}"
+    return f"{where}: {error.message}"
+
+
+def check_schema(config) -> None:
+    """Raise NeedleError (one line) for the most relevant schema violation of ``config``."""
+    error = best_match(StrictValidator(load_schema()).iter_errors(config))
+    if error is not None:
+        raise NeedleError(f"{describe(error)} (schema: workflow/schemas/config.schema.yaml)")
+
+
+# -- network sizes and memory ---------------------------------------------------------------------
 def conv_layers(model: str, width: int) -> list[tuple[int, int, int, int, bool]]:
     """(out channels, kernel, stride, padding, followed by MaxPool(3, 2)) for each conv."""
     if model == "skinny":
@@ -64,25 +152,32 @@ def parameter_counts(
 
 
 def experiment_shape(settings: dict) -> tuple[int, int, int]:
-    channels, _, _, size, classes = DATASET_FACTS[settings["dataset"]]
-    return channels, settings.get("canvas_size") or size, classes
+    """(input channels, input image size, classes) of an experiment's networks."""
+    facts = DATASETS[settings["dataset"]]
+    return facts.in_channels, settings["canvas_size"] or facts.image_size, facts.num_classes
 
 
-def relax_times_of(settings: dict) -> list[int]:
-    """The experiment's relax times: every checkpoint epoch for "all", else the listed ones."""
-    cnn = settings["cnn"]
-    available = checkpoint_epochs(cnn["epochs"], cnn["checkpoint_points"])
-    requested = settings["relax"]["relax_times"]
-    return available if requested == "all" else sorted(requested)
-
-
-def efcn_training_mb(settings: dict, arm: str = "efcn") -> int:
-    """Memory of training the dense net of one arm: weights, gradients, spare copy (+ momentum)."""
+def network_parameters(settings: dict, arm: str) -> int:
+    """Parameters of the network an arm trains (the control trains the CNN itself)."""
     channels, size, classes = experiment_shape(settings)
     counts = parameter_counts(settings["model"], settings["width"], channels, size, classes)
-    stage = settings["fcn"] if arm == "fcn" else settings["relax"]
-    copies = 3 + (1 if stage["momentum"] > 0 else 0)
-    return int(counts[arm] * 4 * copies / 2**20) + 1
+    return counts[CNN if arm == CNN_CONTINUED else arm]
+
+
+def training_mb(settings: dict, arm: str) -> int:
+    """Memory of a training job of one arm: weights, gradients, a spare copy (+ momentum)."""
+    copies = 3 + (1 if settings["optimiser"]["momentum"] > 0 else 0)
+    return int(network_parameters(settings, arm) * 4 * copies / 2**20) + 1 + JOB_OVERHEAD_MB
+
+
+def embedding_mb(settings: dict, arm: str) -> int:
+    """Memory of an embed job: the float32 net, its float64 copy and one float64 temporary."""
+    return int(network_parameters(settings, arm) * (4 + 8 + 8) / 2**20) + 1 + JOB_OVERHEAD_MB
+
+
+def landscape_mb(settings: dict) -> int:
+    """Memory of a landscape job: two dense ends and the point between them (float32)."""
+    return int(network_parameters(settings, EFCN) * 4 * 3 / 2**20) + 1 + JOB_OVERHEAD_MB
 
 
 def _machine_memory_mb() -> int | None:
@@ -97,20 +192,38 @@ def _size(megabytes: float) -> str:
     return f"{megabytes:.0f} MiB" if megabytes < 1024 else f"{megabytes / 1024:.1f} GiB"
 
 
-def check_experiment(
-    name: str, settings: dict, memory_limit_mb: float | None, configured_limit: bool = False
-) -> None:
+# -- what the schema cannot express ---------------------------------------------------------------
+def relax_times_of(settings: dict) -> list[int]:
+    """The experiment's relax times: every checkpoint epoch for "all", else the listed ones."""
+    cnn = settings["cnn"]
+    available = checkpoint_epochs(cnn["epochs"], cnn["checkpoint_points"])
+    requested = settings["relax"]["relax_times"]
+    return available if requested == "all" else sorted(requested)
+
+
+def check_experiment(name: str, settings: dict, memory_limit_mb: float | None, limit_key: str):
     where = f"experiments.{name}"
-    channels, train_images, test_images, image_size, _ = DATASET_FACTS[settings["dataset"]]
-    for key, limit in (("train_size", train_images), ("test_size", test_images)):
-        if settings.get(key) is not None and settings[key] > limit:
-            raise NeedleError(
-                f"{where}.{key} = {settings[key]} exceeds the {limit} images of {settings['dataset']}"
-            )
-    canvas = settings.get("canvas_size", 0)
-    if canvas and canvas < image_size:
+    dataset = settings["dataset"]
+    facts = DATASETS[dataset]
+    if name == SWEEP_FOLDER:
         raise NeedleError(
-            f"{where}.canvas_size = {canvas} is smaller than the {image_size}-pixel images; use 0 or >= {image_size}"
+            f"{where}: the name '{SWEEP_FOLDER}' is reserved (results/{SWEEP_FOLDER}/ holds the sweep figures); rename the experiment"
+        )
+    held_out, train_size = settings["validation_size"], settings["train_size"]
+    if held_out + (train_size or 1) > facts.train_images:
+        wanted = f"train_size ({train_size})" if train_size else "at least one training image"
+        raise NeedleError(
+            f"{where}: validation_size ({held_out}) + {wanted} exceeds the {facts.train_images} "
+            f"training images of {facts.label}; lower one of them"
+        )
+    if (settings["test_size"] or 0) > facts.test_images:
+        raise NeedleError(
+            f"{where}.test_size = {settings['test_size']} exceeds the {facts.test_images} test images of {facts.label}"
+        )
+    canvas = settings["canvas_size"]
+    if canvas and canvas < facts.image_size:
+        raise NeedleError(
+            f"{where}.canvas_size = {canvas} is smaller than the {facts.image_size}-pixel images; use 0 or >= {facts.image_size}"
         )
     experiment_shape(settings)
     cnn = settings["cnn"]
@@ -121,35 +234,72 @@ def check_experiment(
         if missing:
             raise NeedleError(
                 f"{where}.relax.relax_times {missing} are not CNN checkpoint epochs "
-                f"(with cnn.epochs = {cnn['epochs']}: {available})"
+                f"(with cnn.epochs = {cnn['epochs']} and cnn.checkpoint_points = {cnn['checkpoint_points']}: {available})"
             )
     landscape = settings["landscape"]["relax_times"]
     if landscape:
-        if "efcn" not in settings["relax"]["arms"]:
-            raise NeedleError(f"{where}.landscape.relax_times needs 'efcn' in {where}.relax.arms")
+        if EFCN not in settings["relax"]["arms"]:
+            raise NeedleError(f"{where}.landscape.relax_times needs '{EFCN}' in {where}.relax.arms")
         missing = sorted(set(landscape) - set(relax_times_of(settings)))
         if missing:
             raise NeedleError(
-                f"{where}.landscape.relax_times {missing} are not relax times of this experiment"
+                f"{where}.landscape.relax_times {missing} are not relax times of this experiment "
+                f"({relax_times_of(settings)})"
             )
-    if memory_limit_mb is not None:
-        for arm in sorted({"fcn", *settings["relax"]["arms"]}):
-            needed = efcn_training_mb(settings, arm)
-            if needed > memory_limit_mb:
-                limit = (
-                    "max_memory_gb"
-                    if configured_limit
-                    else "this machine's memory (set max_memory_gb)"
-                )
-                raise NeedleError(
-                    f"{where}: training its {arm} needs about {_size(needed)}, more than the {_size(memory_limit_mb)} "
-                    f"of {limit}; lower {where}.width or {where}.canvas_size, or raise max_memory_gb"
-                )
+    if memory_limit_mb is None:
+        return
+    for arm in sorted({FCN, *settings["relax"]["arms"]}):
+        needed = training_mb(settings, arm)
+        if needed > memory_limit_mb:
+            raise NeedleError(
+                f"{where}: training its {arm} needs about {_size(needed)}, more than the "
+                f"{_size(memory_limit_mb)} of {limit_key}; lower {where}.width or "
+                f"{where}.canvas_size, or raise max_memory_gb"
+            )
 
 
 def check_config(config: dict) -> None:
-    """Raise NeedleError (one line, naming the key) for the first impossible setting."""
-    limit_gb = config.get("max_memory_gb")
-    memory_limit_mb = limit_gb * 1024 if limit_gb else _machine_memory_mb()
+    """Raise NeedleError (one line, naming the key) for the first impossible setting.
+
+    ``config`` has passed ``check_schema`` and has its defaults filled in."""
+    limit_gb = config["max_memory_gb"]
+    if limit_gb:
+        memory_limit_mb, limit_key = limit_gb * 1024, "max_memory_gb"
+    else:
+        memory_limit_mb, limit_key = _machine_memory_mb(), "this machine's memory (max_memory_gb)"
     for name, settings in config["experiments"].items():
-        check_experiment(name, settings, memory_limit_mb, configured_limit=bool(limit_gb))
+        check_experiment(name, settings, memory_limit_mb, limit_key)
+
+
+# -- what the workflow derives from a valid config ------------------------------------------------
+def resolved_settings(name: str, settings: dict) -> dict:
+    """An experiment's settings as its runs use them: defaults filled in, "all" relax times listed,
+    and its name; what results/<name>/settings.json records."""
+    resolved = {**settings, "experiment": name}
+    resolved["relax"] = {**settings["relax"], "relax_times": relax_times_of(settings)}
+    return resolved
+
+
+def _flatten(settings: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def sweep_setting(experiments: dict) -> str | None:
+    """The one setting (dotted key, e.g. "train_size" or "optimiser.lr") in which the experiments
+    differ, when there are several and they differ in exactly one scalar setting; else None."""
+    if len(experiments) < 2:
+        return None
+    flat = [_flatten(settings) for settings in experiments.values()]
+    keys = sorted(set().union(*flat))
+    differing = [key for key in keys if len({repr(f.get(key)) for f in flat}) > 1]
+    if len(differing) != 1:
+        return None
+    (key,) = differing
+    scalar = all(isinstance(f.get(key), int | float | str) for f in flat)
+    return key if scalar else None
