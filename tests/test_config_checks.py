@@ -143,6 +143,7 @@ SCHEMA_KEYS = {
     "check_images": "embedding.check_images",
     "checkpoint_points": "cnn.checkpoint_points",
     "readout_epochs": "comparison.readout_epochs",
+    "test_every_epoch": "comparison.test_every_epoch",
     "confidence": "comparison.confidence",
     "points": "landscape.points",
     "examples": "landscape.examples",

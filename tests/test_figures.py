@@ -356,6 +356,22 @@ def test_learning_curves_show_per_epoch_means_of_references_and_of_each_relax_ti
     assert len(bands(accuracy, colour)) == 1
 
 
+def test_when_the_test_set_is_read_only_at_the_readout_the_curves_show_validation(tables):
+    settings = make_settings(
+        validation_size=1000, comparison={"readout_epochs": 1, "test_every_epoch": False}
+    )
+    metrics = tables["metrics"]
+    test = metrics[metrics["metric"] == "test_accuracy"]
+    validation = test.assign(metric="validation_accuracy", value=test["value"] - 0.01)
+    metrics = pd.concat([metrics[metrics["metric"] != "validation_accuracy"], validation])
+    fig = learning_curves(metrics, tables["runs"], Experiment.from_settings(settings))
+    accuracy = fig.axes[0]
+    assert accuracy.get_ylabel().startswith("validation accuracy")
+    assert points(labelled_line(accuracy, "CNN")) == {
+        e: approx(test_accuracy_at(names.CNN, None, e) - 0.01) for e in range(9)
+    }
+
+
 def test_the_log_loss_axis_has_at_least_four_labels(tables):
     fig = learning_curves(tables["metrics"], tables["runs"], tables["experiment"])
     fig.canvas.draw()

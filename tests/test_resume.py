@@ -99,7 +99,7 @@ def test_a_resumed_run_trains_only_the_epochs_left_and_ends_identical(tmp_path):
     assert rows is None and "this process trained" not in log
 
     probed = []
-    rows, resumed, log = start_process(folder, probe=lambda net: probed.append(1) or {})
+    rows, resumed, log = start_process(folder, probe=lambda net, test: probed.append(1) or {})
     assert "resuming after epoch 3" in log
     assert "this process trained epochs 4-6" in log
     assert len(probed) == 3, "only epochs 4, 5 and 6 were evaluated by this process"

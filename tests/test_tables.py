@@ -64,6 +64,15 @@ def test_readout_never_includes_the_start_row_even_when_k_reaches_it():
     assert outcome(cnn_table([0.1, 0.5, 0.7]), k=5)["test_accuracy"] == pytest.approx(0.6)
 
 
+def test_a_readout_over_epochs_without_test_evaluation_is_refused():
+    """With test_every_epoch off only the start and the last readout_epochs epochs are tested: a
+    readout over more epochs than the run tested is an error, never a mean of fewer values."""
+    frame = cnn_table([0.1, math.nan, math.nan, 0.6, 0.7])
+    assert outcome(frame, k=2)["test_accuracy"] == pytest.approx(0.65)
+    with pytest.raises(NeedleError, match="has no test accuracy at some of its last 3 epochs"):
+        outcome(frame, k=3)
+
+
 def test_one_epoch_readout_is_the_papers_final_accuracy():
     assert outcome(cnn_table([0.1, 0.5, 0.7]), k=1)["test_accuracy"] == 0.7
 
@@ -177,8 +186,12 @@ BAD_TABLES = {
         "column test_accuracy has a non-numeric value 'abc' on line 4",
     ),
     "NaN accuracy": (
-        lambda f: corrupt(f, 2, "test_accuracy", math.nan),
-        "column test_accuracy is nan on line 4 though the run has not diverged",
+        lambda f: corrupt(f, 2, "train_accuracy", math.nan),
+        "column train_accuracy is nan on line 4 though the run has not diverged",
+    ),
+    "no test accuracy at the last epoch": (
+        lambda f: corrupt(f, len(f) - 1, "test_accuracy", math.nan),
+        "column test_accuracy is nan on line",
     ),
     "accuracy above 1": (
         lambda f: corrupt(f, 1, "test_accuracy", 75.0),

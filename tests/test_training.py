@@ -120,8 +120,20 @@ def test_a_run_has_the_start_row_then_one_row_per_epoch_with_the_contract_column
     assert [row["epochs_since_relax"] for row in rows] == [0, 1, 2, 3, 4]
     assert all(tuple(row) == RUN_COLUMNS for row in rows)
     assert rows[0]["train_loss"] == pytest.approx(math.log(3), abs=1e-6), "a full evaluation"
-    assert all(math.isnan(row["validation_loss"]) for row in rows), "no validation split: NaN"
+    assert all(row["validation_loss"] is None for row in rows), "no validation split: empty"
     assert all(row[DIVERGED] == 0 for row in rows)
+
+
+def test_without_test_every_epoch_the_test_set_is_read_only_at_the_start_and_the_readout():
+    rows = train(tiny_data(validation=12), epochs=5, test_every_epoch=False, readout_epochs=2)
+    tested = [row["epoch"] for row in rows if row["test_accuracy"] is not None]
+    assert tested == [0, 4, 5], "the start and the last readout_epochs epochs, nothing else"
+    assert all(row["test_loss"] is None for row in rows if row["epoch"] not in tested)
+    assert all(row["validation_accuracy"] is not None for row in rows), "validation every epoch"
+    every = train(tiny_data(validation=12), epochs=5, readout_epochs=2)
+    assert [row["test_accuracy"] for row in every if row["epoch"] in tested] == [
+        row["test_accuracy"] for row in rows if row["epoch"] in tested
+    ], "evaluating less changes no evaluated number"
 
 
 def test_validation_metrics_are_logged_every_epoch_when_there_is_a_validation_split():

@@ -148,6 +148,13 @@ def optimiser_args(wildcards) -> list[str]:
         "--shuffle" if experiment["shuffle"] else "--no-shuffle",
         "--precision",
         experiment["precision"],
+        "--readout-epochs",
+        str(experiment["comparison"]["readout_epochs"]),
+        (
+            "--test-every-epoch"
+            if experiment["comparison"]["test_every_epoch"]
+            else "--no-test-every-epoch"
+        ),
     ]
 
 

@@ -178,6 +178,19 @@ def add_optimiser_arguments(parser: argparse.ArgumentParser) -> None:
         help="batch for evaluation only",
     )
     group.add_argument(
+        "--readout-epochs",
+        type=positive_int,
+        default=experiment_default("comparison.readout_epochs"),
+        help="the run's accuracy is read out over its last this many epochs",
+    )
+    group.add_argument(
+        "--test-every-epoch",
+        action=argparse.BooleanOptionalAction,
+        default=experiment_default("comparison.test_every_epoch"),
+        help="evaluate the test set after every epoch (--no-test-every-epoch: only at the start "
+        "and over the readout epochs)",
+    )
+    group.add_argument(
         "--shuffle",
         action=argparse.BooleanOptionalAction,
         default=experiment_default("shuffle"),
@@ -245,6 +258,8 @@ def train_config(args, epochs: int) -> TrainConfig:
         eval_batch_size=args.eval_batch_size,
         shuffle=args.shuffle,
         precision=args.precision,
+        test_every_epoch=args.test_every_epoch,
+        readout_epochs=args.readout_epochs,
         divergence=DivergenceRule(
             on_divergence=args.on_divergence,
             loss_factor=args.divergence_loss_factor,

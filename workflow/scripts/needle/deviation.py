@@ -316,13 +316,17 @@ class DenseProbe:
         self.start_norm = _norm(self.start.values())
 
     @torch.no_grad()
-    def __call__(self, net: nn.Module) -> dict[str, float]:
+    def __call__(self, net: nn.Module, test: bool = True) -> dict[str, float | None]:
+        """The row's probe columns; with ``test`` off (not a test epoch of the run) the projected
+        CNN's test loss and accuracy are None (not evaluated)."""
         travelled = _norm(p - self.start[name] for name, p in net.named_parameters())
         distance = travelled / self.start_norm if self.start_norm > 0 else math.nan
-        projected = project_to_cnn(net, self.cnn_template)
-        loss, accuracy = evaluate(
-            projected, self.data.test_x, self.data.test_y, self.eval_batch_size, self.precision
-        )
+        loss = accuracy = None
+        if test:
+            projected = project_to_cnn(net, self.cnn_template)
+            loss, accuracy = evaluate(
+                projected, self.data.test_x, self.data.test_y, self.eval_batch_size, self.precision
+            )
         row = dict(zip(PROBE_METRICS, (distance, loss, accuracy), strict=True))
         per_layer = layer_deviations(net)
         for layer, share in displacement_offsubspace(net, self.start).items():

@@ -79,6 +79,7 @@ class Experiment:
     confidence: float
     chance: float
     relax_colours: dict  # t_w -> colour, the same in every figure
+    curve_split: str  # the split whose accuracy the learning curves show at every epoch
 
     @classmethod
     def from_settings(cls, settings: Mapping) -> Experiment:
@@ -101,6 +102,10 @@ class Experiment:
             confidence=float(_setting(settings, "comparison.confidence")),
             chance=1 / facts.num_classes,
             relax_colours=relax_time_colours(relax_times),
+            # The test set is evaluated every epoch, or only at the readout (then: validation).
+            curve_split="test"
+            if _setting(settings, "comparison.test_every_epoch")
+            else ("validation" if _setting(settings, "validation_size") else "train"),
         )
 
     @property
@@ -275,9 +280,11 @@ def accuracy_vs_relax_time(runs: pd.DataFrame, experiment: Experiment):
 
 @_themed
 def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Experiment):
-    """Test accuracy and train loss against total epochs: CNN and standard FCN as references, one
-    row per relax arm with a line per t_w; diverged runs as thin grey lines, one per run."""
-    shown = metrics[metrics["metric"].isin(["test_accuracy", "train_loss"])]
+    """Accuracy (test, or validation where the test set is read only at the readout) and train
+    loss against total epochs: CNN and standard FCN as references, one row per relax arm with a
+    line per t_w; diverged runs as thin grey lines, one per run."""
+    accuracy_metric = f"{experiment.curve_split}_accuracy"
+    shown = metrics[metrics["metric"].isin([accuracy_metric, "train_loss"])]
     shown = shown.assign(value=shown["value"].where(np.isfinite(shown["value"])))
     kept, diverged = _curves(shown, runs)
     run = diverged["arm"] + diverged["relax_time"].astype(str) + "/" + diverged["seed"].astype(str)
@@ -285,7 +292,7 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Exper
     arms = [arm for arm in names.RELAX_ARMS if (shown["arm"] == arm).any()] or [None]
     fig, axes = _subplots(len(arms), 2, 10, 3.2 * len(arms) + 1.4, sharex=True)
     for row, arm in zip(axes, arms):
-        for ax, metric in zip(row, ("test_accuracy", "train_loss")):
+        for ax, metric in zip(row, (accuracy_metric, "train_loss")):
             mine, lost = kept[kept["metric"] == metric], diverged[diverged["metric"] == metric]
             lost = lost[lost["arm"].isin([names.CNN, names.FCN, arm])]
             style = dict(units="run", estimator=None, color=GREY, lw=0.7)
@@ -301,7 +308,7 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Exper
     for accuracy, loss in axes:  # scales last: seaborn would aggregate in the scaled space
         _epoch_axis(accuracy, "total epochs (symlog scale)")
         _epoch_axis(loss, "total epochs (symlog scale)")
-        _accuracy_axis(accuracy, "test accuracy")
+        _accuracy_axis(accuracy, f"{experiment.curve_split} accuracy")
         _loss_axis(loss, "train loss (log scale)")
     title = experiment.title("learning curves" + _left_out(runs[runs["diverged"] != 0]))
     return _finish(fig, axes, title, experiment.relax_colours)

@@ -116,7 +116,13 @@ def rules(settings: dict) -> list[str]:
         f"and the control {settings['relax']['epochs']} after t_w.",
         f"Readout: a run's accuracy is the mean of its accuracy over its last {k} logged "
         f"epoch{'s' if k > 1 else ''} after its start (readout_epochs = {k}; 1 is the paper's "
-        "final accuracy).",
+        "final accuracy). "
+        + (
+            "The test set is evaluated after every epoch."
+            if comparison.get("test_every_epoch", True)
+            else "The test set is evaluated only at each run's start and over its readout epochs "
+            "(test_every_epoch off), so it cannot select an epoch."
+        ),
         selection,
         f"Intervals: two-sided {100 * confidence:g} % Student-t intervals over seeds; n is the "
         "number of seeds. Fewer than 2 seeds give no interval, and every verdict stays undecided.",

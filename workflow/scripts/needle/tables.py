@@ -207,14 +207,27 @@ def _check_divergence_codes(table: _Table, frame: pd.DataFrame) -> None:
     frame[names.DIVERGED] = codes
 
 
+TEST_COLUMNS = ("test_loss", "test_accuracy", "projected_test_loss", "projected_test_accuracy")
+
+
 def _check_run_values(table: _Table, frame: pd.DataFrame) -> None:
     """Ranges everywhere; finite values everywhere a run has not diverged, except an absent
-    validation split (a validation column that is empty on every row)."""
+    validation split (a validation column that is empty on every row) and the test columns of
+    epochs that do not evaluate the test set (comparison.test_every_epoch off: only the start and
+    the readout epochs do; the readout checks that its epochs have them)."""
     healthy = (frame[names.DIVERGED] == 0).to_numpy()
     validation = [column for column in frame.columns if column.startswith("validation_")]
     no_split = frame[validation].isna().all().all()
-    checked = [column for column in frame.columns if not (no_split and column in validation)]
+    tested = [column for column in frame.columns if column in TEST_COLUMNS]
+    checked = [
+        column
+        for column in frame.columns
+        if not (no_split and column in validation) and column not in tested
+    ]
     table.finite(frame, checked, where=healthy, reason="though the run has not diverged")
+    ends = np.zeros(len(frame), dtype=bool)
+    ends[[0, -1]] = True  # the start and the last epoch always evaluate the test set
+    table.finite(frame, tested, where=healthy & ends, reason="though the run has not diverged")
     metric = {column: column.split("/", 1)[0] for column in frame.columns}
     table.within(frame, [c for c in frame.columns if c.endswith("accuracy")], 0.0, 1.0)
     table.within(
@@ -297,6 +310,12 @@ def run_outcome(
     readout = frame[frame["epochs_since_relax"] >= 1].tail(readout_epochs)
     first, last = frame.iloc[0], frame.iloc[-1]
     code = int(last[names.DIVERGED])
+    if code == 0 and readout["test_accuracy"].isna().any():
+        raise NeedleError(
+            f"the {run.arm} run of seed {run.seed} has no test accuracy at some of its last "
+            f"{readout_epochs} epochs: it was trained with fewer readout epochs; rerun it with "
+            "the experiment's comparison.readout_epochs"
+        )
     dense = run.arm in names.DENSE_ARMS
 
     def mean(column):
@@ -555,6 +574,7 @@ SETTINGS_KEYS = (
     "comparison.training_rule",
     "comparison.selection_split",
     "comparison.readout_epochs",
+    "comparison.test_every_epoch",
     "comparison.confidence",
     "landscape.relax_times",
 )

@@ -104,10 +104,17 @@ class TrainConfig:
     eval_batch_size: int = experiment_default("eval_batch_size")
     shuffle: bool = experiment_default("shuffle")
     precision: str = experiment_default("precision")
+    test_every_epoch: bool = experiment_default("comparison.test_every_epoch")
+    readout_epochs: int = experiment_default("comparison.readout_epochs")
     divergence: DivergenceRule = field(default_factory=DivergenceRule)
 
+    def tests_at(self, since: int) -> bool:
+        """Whether epoch ``since`` of a run evaluates the test set: always at the start and over
+        the readout epochs; every epoch unless test_every_epoch is off."""
+        return self.test_every_epoch or since == 0 or since > self.epochs - self.readout_epochs
+
     def __post_init__(self):
-        for key in ("epochs", "batch_size", "eval_batch_size"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "readout_epochs"):
             value = getattr(self, key)
             _require(_is_int(value) and value >= 1, key, value, "an integer >= 1")
         _require(_is_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
@@ -125,6 +132,12 @@ class TrainConfig:
             "a finite number >= 0",
         )
         _require(isinstance(self.shuffle, bool), "shuffle", self.shuffle, "true or false")
+        _require(
+            isinstance(self.test_every_epoch, bool),
+            "test_every_epoch",
+            self.test_every_epoch,
+            "true or false",
+        )
         _require(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
 
 
@@ -168,7 +181,9 @@ def sgd_steps_in_backward(model: torch.nn.Module, config: TrainConfig):
 
 # -- divergence, by outcome ---------------------------------------------------------------------------
 def _finite(row: dict) -> bool:
-    return math.isfinite(row["train_loss"]) and math.isfinite(row["test_loss"])
+    """Every loss the row evaluated is finite (None: a split not evaluated at this epoch)."""
+    losses = (row["train_loss"], row["validation_loss"], row["test_loss"])
+    return all(loss is None or math.isfinite(loss) for loss in losses)
 
 
 class DivergenceWatch:
@@ -202,6 +217,10 @@ class DivergenceWatch:
         ):
             return AT_CHANCE
         return 0
+
+
+def _shown(value) -> str:
+    return "not evaluated" if value is None else f"{value:.4f}"
 
 
 # -- the log -----------------------------------------------------------------------------------------------
@@ -254,7 +273,7 @@ class _RunLog:
         last = rows[-1]
         self.say(
             f"{self.name}: {done} in {seconds:.1f} s; last epoch {last['epoch']}, test accuracy "
-            f"{last['test_accuracy']:.4f}, train loss {last['train_loss']:.4f}"
+            f"{_shown(last['test_accuracy'])}, train loss {last['train_loss']:.4f}"
             + (f"; DIVERGED: {DIVERGENCE_REASONS[last[DIVERGED]]}" if last[DIVERGED] else "")
         )
 
@@ -364,16 +383,16 @@ class Trainer:
         return row
 
     def _row(self, since: int, train_loss: float, train_accuracy: float) -> dict:
-        def measure(inputs, labels) -> tuple[float, float]:
-            if len(inputs) == 0:  # no validation split
-                return math.nan, math.nan
+        def measure(inputs, labels, wanted=True) -> tuple[float | None, float | None]:
+            if len(inputs) == 0 or not wanted:  # no validation split, or not a test epoch
+                return None, None  # written as an empty cell
             return evaluate(
                 self.model, inputs, labels, self.config.eval_batch_size, self.config.precision
             )
 
-        data = self.data
+        data, tests = self.data, self.config.tests_at(since)
         validation_loss, validation_accuracy = measure(data.validation_x, data.validation_y)
-        test_loss, test_accuracy = measure(data.test_x, data.test_y)
+        test_loss, test_accuracy = measure(data.test_x, data.test_y, tests)
         row = {
             "epoch": self.offset + since,
             "epochs_since_relax": since,
@@ -386,7 +405,7 @@ class Trainer:
             DIVERGED: 0,
         }
         if self.probe is not None and _finite(row):
-            row.update(self.probe(self.model))
+            row.update(self.probe(self.model, test=tests))
         return row
 
     def _train_epoch(self, epoch: int) -> tuple[float, float]:
