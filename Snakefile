@@ -20,6 +20,7 @@ include: "workflow/rules/fcn.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/tables.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/publish.smk"
 
 
 report: "workflow/report/workflow.rst"

@@ -259,6 +259,22 @@ def landscape_tables(name: str) -> list[str]:
     return [f"results/{name}/seed{seed}/landscape.csv" for seed in experiment["seeds"]]
 
 
+def benchmark_files(name: str) -> list[str]:
+    """Snakemake's benchmark record of every training, embedding and landscape job."""
+    experiment = EXPERIMENTS[name]
+    files = []
+    for seed in experiment["seeds"]:
+        base = f"results/{name}/benchmarks/seed{seed}"
+        files += [f"{base}/train_cnn.tsv", f"{base}/train_fcn.tsv"]
+        for arm, relax_time in relax_runs(name):
+            if arm in names.EMBEDDED_ARMS:
+                files.append(f"{base}/embed_{arm}_at_epoch{relax_time}.tsv")
+            files.append(f"{base}/relax_{arm}_at_epoch{relax_time}.tsv")
+        if experiment["landscape"]["relax_times"]:
+            files.append(f"{base}/landscape.tsv")
+    return files
+
+
 def per_run_outputs(name: str) -> list[str]:
     """Every per-run table the experiment's tables are built from. The default target asks for them too: a
     per-run table lost behind a newer aggregate (a forced rerun killed after Snakemake deleted the
@@ -283,6 +299,22 @@ def experiment_outputs(name: str) -> list[str]:
         f"{base}/figures/parameter_counts.md",
         *per_run_outputs(name),
     ]
+
+
+# The README holds the results of one experiment: `snakemake publish` needs a config with one.
+PUBLISHED = next(iter(EXPERIMENTS)) if len(EXPERIMENTS) == 1 else "needs-one-experiment"
+
+
+def published_tables(wildcards) -> list[str]:
+    """The finished run's tables that `snakemake publish` copies to docs/."""
+    if PUBLISHED not in EXPERIMENTS:
+        raise NeedleError(
+            f"publish needs a config with exactly one experiment, this one has {len(EXPERIMENTS)}:"
+            " pass --configfile with the preset to publish (e.g. config/laptop-hour.yaml)"
+        )
+    tables = ("settings.json", "stamp.json", "metrics.csv", "runs.csv", "arms.csv")
+    tables += ("summary.csv", "embedding.csv", "landscape.csv", "parameter_counts.csv")
+    return [f"results/{PUBLISHED}/{name}" for name in tables]
 
 
 def sweep_outputs() -> list[str]:

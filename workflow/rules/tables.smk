@@ -72,6 +72,7 @@ rule summarize:
         runs="results/{experiment}/runs.csv",
         embedding="results/{experiment}/embedding.csv",
         landscape="results/{experiment}/landscape.csv",
+        stamp="results/{experiment}/stamp.json",
     output:
         csv=report(
             "results/{experiment}/summary.csv",
@@ -103,7 +104,7 @@ rule summarize:
     shell:
         "python {params.script:q} --settings {input.settings:q} --runs {input.runs:q}"
         " --embedding {input.embedding:q} --landscape {input.landscape:q}"
-        " --csv {output.csv:q} --arms {output.arms:q} --markdown {output.markdown:q}"
+        " --stamp {input.stamp:q} --csv {output.csv:q} --arms {output.arms:q} --markdown {output.markdown:q}"
         " --html {output.html:q} > {log:q} 2>&1"
 
 

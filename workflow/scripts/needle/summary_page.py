@@ -66,8 +66,9 @@ def provenance_line(stamp: dict) -> str:
     versions = ", ".join(f"{name} {version}" for name, version in stamp["versions"].items())
     return (
         f"Made by `{stamp['command']}` at commit {stamp['commit']} on {stamp['machine']} "
-        f"({versions}); {stamp['jobs']} training jobs, {minutes:.0f} min of wall time from the "
-        f"first job's start to the last one's end, finished {stamp['finished']}."
+        f"({versions}); {stamp['jobs']} jobs that train, embed or map the landscape, "
+        f"{minutes:.0f} min of wall time from the first one's start to the last one's end, "
+        f"finished {stamp['finished']}."
     )
 
 
