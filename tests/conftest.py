@@ -142,6 +142,31 @@ def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
+def populated_results(folder: Path) -> dict:
+    """A results folder as an earlier finished run left it; returns its snapshot."""
+    run = folder / "efcn" / "relax_at_epoch1"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("epoch,test_accuracy\n1,0.5\n")
+    (run / "final.pt").write_bytes(b"earlier weights")
+    (folder / "cnn").mkdir()
+    (folder / "cnn" / "metrics.csv").write_text("epoch,test_accuracy\n0,0.1\n")
+    return snapshot(folder)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run ({} for "Nothing to be done")."""
+    lines = output.splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith("Job stats")]
+    counts = {}
+    for line in lines[starts[0] + 3 :] if starts else []:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        if parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
 def tiny_config(data_dir: Path, **overrides) -> dict:
     """A complete tiny experiment "tiny" on fake Fashion-MNIST (every stage runs in a few seconds).
 

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_script, snakemake_command, snapshot, tiny_config
+from conftest import (
+    job_counts,
+    populated_results,
+    run_script,
+    snakemake_command,
+    snapshot,
+    tiny_config,
+)
 from fake_datasets import write_fake_fashion_mnist
 from snakemake.utils import validate
 
@@ -214,17 +221,6 @@ def test_a_bad_config_value_is_one_line_naming_the_key(case, tmp_path):
         assert words in message, message
 
 
-def populated_results(folder: Path) -> dict:
-    """A results folder as an earlier finished run left it; returns its snapshot."""
-    run = folder / "efcn" / "relax_at_epoch1"
-    run.mkdir(parents=True)
-    (run / "metrics.csv").write_text("epoch,test_accuracy\n1,0.5\n")
-    (run / "final.pt").write_bytes(b"earlier weights")
-    (folder / "cnn").mkdir()
-    (folder / "cnn" / "metrics.csv").write_text("epoch,test_accuracy\n0,0.1\n")
-    return snapshot(folder)
-
-
 @pytest.fixture(scope="module")
 def workflow_outcomes(tmp_path_factory) -> dict:
     """`snakemake -n` on every bad config, two at a time; each in a folder with earlier results."""
@@ -308,20 +304,6 @@ def planned_outputs(dry_run: str) -> list[str]:
         if line.strip().startswith("output: ")
         for path in line.strip().removeprefix("output: ").split(", ")
     ]
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a snakemake run or dry run ({} for "Nothing to be done")."""
-    lines = output.splitlines()
-    starts = [index for index, line in enumerate(lines) if line.startswith("Job stats")]
-    counts = {}
-    for line in lines[starts[0] + 3 :] if starts else []:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 @pytest.mark.slow

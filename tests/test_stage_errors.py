@@ -14,7 +14,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CPU, PYTHON, SCRIPTS, run_script, run_scripts, script_env, snapshot
+from conftest import (
+    CPU,
+    PYTHON,
+    SCRIPTS,
+    populated_results,
+    run_script,
+    run_scripts,
+    script_env,
+    snapshot,
+)
 
 from needle import checkpoints
 
@@ -35,17 +44,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
     for needle in needles:
         assert needle in line, line
     return line
-
-
-def populated_results(folder: Path) -> dict:
-    """A results folder as an earlier finished run left it; returns its snapshot."""
-    run = folder / "efcn" / "relax_at_epoch1"
-    run.mkdir(parents=True)
-    (run / "metrics.csv").write_text("epoch,test_accuracy\n1,0.5\n")
-    (run / "final.pt").write_bytes(b"earlier weights")
-    (folder / "cnn").mkdir()
-    (folder / "cnn" / "metrics.csv").write_text("epoch,test_accuracy\n0,0.1\n")
-    return snapshot(folder)
 
 
 def relax_command(fashion_dir, results: Path, start: Path, *, arm="efcn", extra=()):

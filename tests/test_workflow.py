@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import job_counts
 from fake_datasets import write_fake_fashion_mnist
 from snakemake.utils import validate
 
@@ -39,20 +40,6 @@ def snakemake(*args, cwd=REPO, check=True, env=None) -> subprocess.CompletedProc
             f"snakemake {' '.join(map(str, args))} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         )
     return result
-
-
-def job_counts(output: str) -> dict[str, int]:
-    """The 'Job stats' table of a snakemake run or dry run ({} for "Nothing to be done")."""
-    lines = output.splitlines()
-    starts = [index for index, line in enumerate(lines) if line.startswith("Job stats")]
-    counts = {}
-    for line in lines[starts[0] + 3 :] if starts else []:
-        parts = line.split()
-        if len(parts) != 2 or not parts[1].isdigit():
-            break
-        if parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
 
 
 def planned_jobs(output: str) -> list[tuple[str, dict[str, str]]]:
