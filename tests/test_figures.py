@@ -576,6 +576,20 @@ def test_every_figure_survives_diverged_only_arms_one_seed_no_landscape_and_no_r
     assert [path.name for path in paths[:-1]] == [f"{name}.png" for name in names.FIGURES]
 
 
+@pytest.mark.parametrize(
+    "arms",
+    [(names.CNN,), (names.CNN, names.FCN), names.ARMS],
+    ids=["cnn", "cnn and fcn", "every arm"],
+)
+def test_every_figure_survives_arms_whose_every_run_diverged(arms, tmp_path):
+    settings = make_settings(seeds=(0, 1))
+    lost = {run for run in run_list(settings) if run[0] in arms}
+    landscape_table = make_landscape(settings, diverged_seed=0)
+    runs, metrics = make_runs(settings, lost), make_metrics(settings, lost)
+    paths = draw_all(settings, metrics, runs, landscape_table, make_parameter_counts(), tmp_path)
+    assert [path.name for path in paths[:-1]] == [f"{name}.png" for name in names.FIGURES]
+
+
 def test_every_figure_has_a_caption_in_the_report():
     for name in (*names.FIGURES, "parameter_counts"):
         caption = (REPO / "workflow" / "report" / f"{name}.rst").read_text()

@@ -156,7 +156,9 @@ def _subplots(rows: int, columns: int, width: float, height: float, **shared):
 
 def _line(ax, rows: pd.DataFrame, x: str, y: str, errorbar=None, **style) -> None:
     """seaborn's lineplot: the mean over seeds and ``errorbar``; nothing for no rows (an arm
-    whose runs all diverged)."""
+    whose runs all diverged). Missing values (a diverged run's non-finite losses, a split not
+    evaluated at that epoch) are left out first: seaborn fails on a unit with none left."""
+    rows = rows[rows[x].notna() & rows[y].notna()]
     if len(rows):
         sns.lineplot(data=rows, x=x, y=y, errorbar=errorbar, ax=ax, legend=False, **style)
 
@@ -287,7 +289,8 @@ def learning_curves(metrics: pd.DataFrame, runs: pd.DataFrame, experiment: Exper
     shown = metrics[metrics["metric"].isin([accuracy_metric, "train_loss"])]
     shown = shown.assign(value=shown["value"].where(np.isfinite(shown["value"])))
     kept, diverged = _curves(shown, runs)
-    run = diverged["arm"] + diverged["relax_time"].astype(str) + "/" + diverged["seed"].astype(str)
+    relax_time = diverged["relax_time"].astype("string").fillna("-")  # empty for cnn and fcn
+    run = diverged["arm"] + relax_time + "/" + diverged["seed"].astype(str)
     diverged = diverged.assign(run=run)
     arms = [arm for arm in names.RELAX_ARMS if (shown["arm"] == arm).any()] or [None]
     fig, axes = _subplots(len(arms), 2, 10, 3.2 * len(arms) + 1.4, sharex=True)
