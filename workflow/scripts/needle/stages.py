@@ -13,16 +13,12 @@ that is not a declared output (needle.resume); it is cleared once the outputs ar
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import sys
 from dataclasses import asdict
 
 import torch
 
 from needle import checkpoints, embed, landscape
-from needle.atomic import atomic_write_text
 from needle.deviation import DenseProbe
 from needle.device import check_fits, set_precision, training_bytes
 from needle.names import (
@@ -37,6 +33,7 @@ from needle.names import (
 )
 from needle.resume import ResumeState, data_fingerprint, file_digest, run_identity
 from needle.schedule import checkpoint_epochs
+from needle.tables import write_rows
 from needle.training import TrainConfig, Trainer
 
 RECORD_COLUMNS = tuple(column for column in EMBEDDING_COLUMNS if column != "experiment")
@@ -89,7 +86,7 @@ def train_cnn(
         log=log,
     ).run()
     resume.publish_checkpoints(epochs, checkpoint_dir)
-    _write_csv(metrics_path, run_columns(), rows)
+    write_rows(metrics_path, run_columns(), rows)
     resume.clear()
     return rows
 
@@ -144,7 +141,7 @@ def embed_checkpoint(
         "cnn_parameters": counts[CNN],
         "embedded_parameters": counts[arm],
     }
-    _write_csv(record_path, RECORD_COLUMNS, [record])
+    write_rows(record_path, RECORD_COLUMNS, [record])
     print(
         f"[needle] {arm} of the CNN at epoch {relax_time}: max |logit difference| {fp32:.3g} "
         f"(float32), {fp64:.3g} (float64) on {len(images)} images, max |logit| {scale:.3g}",
@@ -345,7 +342,7 @@ def map_landscape(
             rows.append({**path, **point})
         ends = (f"{arm}@{time}" if time is not None else arm for arm, time in path_ends)
         print(f"[needle] landscape path done: {kind} ({' -> '.join(ends)})", file=log)
-    _write_csv(output_path, LANDSCAPE_COLUMNS, rows)
+    write_rows(output_path, LANDSCAPE_COLUMNS, rows)
     return rows
 
 
@@ -373,21 +370,5 @@ def _finish_run(rows, net, arm, arch, metrics_path, final_weights_path, resume, 
             arm, arch, net, epoch=rows[-1]["epoch"], diverged=rows[-1][DIVERGED], **extra
         )
         checkpoints.save(content, final_weights_path)
-    _write_csv(metrics_path, run_columns(_conv_layers(net)), rows)
+    write_rows(metrics_path, run_columns(_conv_layers(net)), rows)
     resume.clear()
-
-
-def _write_csv(path, columns, rows: list[dict]) -> None:
-    """A CSV with exactly ``columns``; NaN and missing values are empty cells, floats are written
-    in full (shortest round-trip repr)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(
-            {
-                key: "" if isinstance(value, float) and math.isnan(value) else value
-                for key, value in row.items()
-            }
-        )
-    atomic_write_text(path, buffer.getvalue())

@@ -1,4 +1,5 @@
-"""Read and validate every table a later stage reads; build an experiment's tables from its runs.
+"""Read and validate every table a later stage reads; write the ones a stage writes row by row;
+build an experiment's tables from its runs.
 
 A table that breaks the contract is refused with one line naming the file and the problem, never a
 traceback and never a run that silently drops out of the results. Checked on read: the columns,
@@ -12,6 +13,8 @@ Built here: the tidy table (names.TIDY_COLUMNS), the per-run outcomes of runs.cs
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -22,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from needle import names, stats
+from needle.atomic import atomic_write_text
 from needle.errors import NeedleError
 from needle.schedule import checkpoint_epochs
 from needle.schema import experiment_default
@@ -238,6 +242,24 @@ def _check_run_values(table: _Table, frame: pd.DataFrame) -> None:
     )
     layered = [c for c in frame.columns if metric[c] in names.LAYER_METRICS]
     table.within(frame, layered, 0.0, 1.0 + FRACTION_SLACK)
+
+
+# -- writing the rows of a stage ------------------------------------------------------------------
+def write_rows(path, columns, rows: list[dict]) -> None:
+    """A table a stage writes row by row (a run's metrics, an embedding record, landscape rows):
+    a CSV with exactly ``columns``, written atomically; NaN and missing values are empty cells,
+    floats are written in full (shortest round-trip repr)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {
+                key: "" if isinstance(value, float) and math.isnan(value) else value
+                for key, value in row.items()
+            }
+        )
+    atomic_write_text(path, buffer.getvalue())
 
 
 # -- the tidy table --------------------------------------------------------------------------------
