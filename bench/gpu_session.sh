@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session for issue 8, prepared to run in a single device call of about ten minutes:
+# One GPU session, prepared to run in a single device call of about ten minutes:
 #   1. bench/bench_training.py on CUDA (Fashion-MNIST Skinny ch=32 and CIFAR-10-shaped ch=64: eFCN
 #      and CNN epochs vs their roofline and vs the authors'-style loop, projected paper protocol);
 #   2. as much of the GPU Fashion-MNIST preset (config/gpu-fashion.yaml: 60,000 images on the 40x40
