@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.collections import LineCollection, PathCollection
-from plot_sweep import differing_settings
 
 from needle import names
+from needle.config_checks import differing_settings
 from needle.errors import NeedleError
 from needle.plotting import (
     ARM_COLOURS,

@@ -10,32 +10,13 @@ interval over seeds are needle.stats' (the summary's). Experiments that differ i
 """
 
 import argparse
-import json
-from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
 from needle import tables
+from needle.config_checks import differing_settings
 from needle.errors import NeedleError, run_main
 from needle.plotting import gain_vs_setting, save_figure
-
-
-def _flat(settings: Mapping, prefix: str = "") -> dict:
-    """Dotted key -> JSON text of every leaf of nested settings."""
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, Mapping):
-            flat |= _flat(value, f"{prefix}{key}.")
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
-    return flat
-
-
-def differing_settings(settings: Sequence[Mapping]) -> list[str]:
-    """The dotted keys (besides the experiment's name) whose values differ between experiments."""
-    flat = [_flat(one) for one in settings]
-    keys = sorted(set().union(*flat) - {"experiment"})
-    return [key for key in keys if len({one.get(key) for one in flat}) > 1]
 
 
 def parse_arguments(argv=None):

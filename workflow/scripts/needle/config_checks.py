@@ -290,16 +290,22 @@ def _flatten(settings: dict, prefix: str = "") -> dict:
     return flat
 
 
+def differing_settings(experiments) -> list[str]:
+    """The dotted keys (e.g. "train_size", "optimiser.lr") whose values differ between the given
+    experiments' settings, their names ("experiment" in settings.json) left out."""
+    flat = [_flatten(settings) for settings in experiments]
+    keys = sorted(set().union(*flat) - {"experiment"})
+    return [key for key in keys if len({repr(one.get(key)) for one in flat}) > 1]
+
+
 def sweep_setting(experiments: dict) -> str | None:
-    """The one setting (dotted key, e.g. "train_size" or "optimiser.lr") in which the experiments
-    differ, when there are several and they differ in exactly one scalar setting; else None."""
+    """The one setting in which the experiments differ, when there are several and they differ in
+    exactly one scalar setting (a sweep: results/sweep/gain_vs_<setting>.png); else None."""
     if len(experiments) < 2:
         return None
-    flat = [_flatten(settings) for settings in experiments.values()]
-    keys = sorted(set().union(*flat))
-    differing = [key for key in keys if len({repr(f.get(key)) for f in flat}) > 1]
+    differing = differing_settings(experiments.values())
     if len(differing) != 1:
         return None
     (key,) = differing
-    scalar = all(isinstance(f.get(key), int | float | str) for f in flat)
-    return key if scalar else None
+    values = [_flatten(settings).get(key) for settings in experiments.values()]
+    return key if all(isinstance(value, int | float | str) for value in values) else None
