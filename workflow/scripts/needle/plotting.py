@@ -274,7 +274,8 @@ def accuracy_vs_relax_time(runs: pd.DataFrame, experiment: Experiment):
     for arm in (names.CNN, names.FCN):
         label = f"{names.ARM_LABELS[arm]} (band: interval)"
         _band(ax, kept[kept["arm"] == arm], "test_accuracy", experiment, ARM_COLOURS[arm], label)
-    ax.axhline(experiment.chance, color=GREY, ls=":", lw=1, label="chance")
+    if len(diverged):  # the level diverged runs are drawn at (otherwise it would only squash)
+        ax.axhline(experiment.chance, color=GREY, ls=":", lw=1, label="chance")
     _accuracy_axis(ax, "test accuracy (readout)")
     title = experiment.title("test accuracy after relaxing at t_w" + _left_out(diverged))
     return _finish(fig, ax, title)

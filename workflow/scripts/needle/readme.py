@@ -1,6 +1,6 @@
 """The README's results block, written from a published run's tables (docs/results/<experiment>/).
 
-No number in the README is typed by hand: `snakemake --configfile <preset> publish` copies a run's
+No number in the README is typed by hand: `snakemake --cores 2 publish --configfile <preset>` copies a run's
 small tables to docs/results/<experiment>/ and rewrites the block between the markers from them;
 tests/test_readme.py fails when the README and those tables disagree.
 """

@@ -136,7 +136,7 @@ def rules(settings: dict) -> list[str]:
         f"Bonferroni-adjusted interval (confidence 1 - {1 - confidence:g} / m over its m relax "
         "times) lies below 0; a claim for some t_w holds when some Bonferroni-adjusted interval "
         "lies above 0 and fails when every unadjusted interval lies below 0.",
-        "Divergence: diverged runs are left out of every mean (counted: n = 4, 1 diverged) and "
+        "Divergence: diverged runs are left out of every mean (and counted beside its n) and "
         f"counted against their arm in every verdict: in a paired difference a diverged run's "
         f"accuracy is chance ({chance:g}) and its deviation 1.0.",
     ]
