@@ -132,7 +132,9 @@ def expected_jobs(config: dict) -> dict[str, int]:
         add("embed", seeds * times * len(set(arms) & set(names.EMBEDDED_ARMS)))
         add("relax", seeds * times * len(arms))
         add("landscape", seeds if settings["landscape"]["relax_times"] else 0)
-        for rule in ("write_settings", "parameter_counts", "aggregate_metrics", "summarize"):
+        for rule in ("write_settings", "parameter_counts", "aggregate_metrics", "stamp"):
+            add(rule, 1)
+        for rule in ("summarize",):
             add(rule, 1)
         add("plot_figures", 1)
     add("prepare_data", len({settings["dataset"] for settings in experiments.values()}))

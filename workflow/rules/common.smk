@@ -259,22 +259,6 @@ def landscape_tables(name: str) -> list[str]:
     return [f"results/{name}/seed{seed}/landscape.csv" for seed in experiment["seeds"]]
 
 
-def benchmark_files(name: str) -> list[str]:
-    """Snakemake's benchmark record of every training, embedding and landscape job."""
-    experiment = EXPERIMENTS[name]
-    files = []
-    for seed in experiment["seeds"]:
-        base = f"results/{name}/benchmarks/seed{seed}"
-        files += [f"{base}/train_cnn.tsv", f"{base}/train_fcn.tsv"]
-        for arm, relax_time in relax_runs(name):
-            if arm in names.EMBEDDED_ARMS:
-                files.append(f"{base}/embed_{arm}_at_epoch{relax_time}.tsv")
-            files.append(f"{base}/relax_{arm}_at_epoch{relax_time}.tsv")
-        if experiment["landscape"]["relax_times"]:
-            files.append(f"{base}/landscape.tsv")
-    return files
-
-
 def per_run_outputs(name: str) -> list[str]:
     """Every per-run table the experiment's tables are built from. The default target asks for them too: a
     per-run table lost behind a newer aggregate (a forced rerun killed after Snakemake deleted the

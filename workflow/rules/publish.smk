@@ -5,7 +5,9 @@
 rule stamp:
     input:
         settings="results/{experiment}/settings.json",
-        benchmarks=lambda wildcards: benchmark_files(wildcards.experiment),
+        # runs.csv is rebuilt whenever a run is: the stamp then reads the benchmark records
+        # there are. They are not inputs themselves, so a missing record never reruns training.
+        runs="results/{experiment}/runs.csv",
     output:
         "results/{experiment}/stamp.json",
     log:
@@ -18,10 +20,13 @@ rule stamp:
         runtime=5,
     params:
         script=stage_script("stamp.py"),
+        benchmarks=lambda wildcards, input: os.path.join(
+            os.path.dirname(input.runs), "benchmarks"
+        ),
         configfiles=[os.path.relpath(path) for path in workflow.configfiles],
     shell:
         "python {params.script:q} --settings {input.settings:q}"
-        " --benchmarks {input.benchmarks:q} --configfile {params.configfiles:q}"
+        " --benchmarks {params.benchmarks:q} --configfile {params.configfiles:q}"
         " --output {output:q} > {log:q} 2>&1"
 
 

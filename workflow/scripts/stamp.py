@@ -1,7 +1,7 @@
 """Stamp an experiment's results with how they were made: command, commit, seeds, machine, wall time.
 
     python workflow/scripts/stamp.py --settings results/E/settings.json \
-        --benchmarks results/E/benchmarks/*.tsv --configfile config/laptop-hour.yaml \
+        --benchmarks results/E/benchmarks --configfile config/laptop-hour.yaml \
         --output results/E/stamp.json
 
 The wall time runs from the first benchmarked job's start to the last one's end (Snakemake's
@@ -24,7 +24,9 @@ REPOSITORY = Path(__file__).resolve().parents[2]
 def parse_arguments(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--settings", required=True, help="results/<e>/settings.json")
-    parser.add_argument("--benchmarks", nargs="+", required=True, help="benchmark TSVs of its jobs")
+    parser.add_argument(
+        "--benchmarks", required=True, help="the folder of its jobs' benchmark records (*.tsv)"
+    )
     parser.add_argument("--configfile", nargs="*", default=[], help="the config file(s) of the run")
     parser.add_argument("--output", required=True, help="stamp.json to write")
     return parser.parse_args(argv)
@@ -33,13 +35,13 @@ def parse_arguments(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_arguments(argv)
     settings = tables.read_settings(args.settings)
-    missing = [path for path in args.benchmarks if not Path(path).is_file()]
-    if missing:
+    records = sorted(Path(args.benchmarks).rglob("*.tsv"))
+    if not records:
         raise NeedleError(
-            f"benchmark file {missing[0]} does not exist: rerun the job that writes it"
+            f"no benchmark records (*.tsv) in {args.benchmarks}: run the experiment's jobs first"
         )
-    wall, jobs, job_seconds = provenance.wall_time(args.benchmarks)
-    last_end = max(Path(path).stat().st_mtime for path in args.benchmarks)
+    wall, jobs, job_seconds = provenance.wall_time(records)
+    last_end = max(path.stat().st_mtime for path in records)
     configfiles = " ".join(f"--configfile {path}" for path in args.configfile)
     stamp = {
         "experiment": settings["experiment"],
