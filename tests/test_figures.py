@@ -458,6 +458,9 @@ def test_landscape_has_a_column_per_path_kind_and_a_fixed_colour_per_relax_time(
             a: approx(0.5 + a * (1 - a) + relax_time / 100) for a in (0, 0.25, 0.5, 0.75, 1)
         }
         assert points(train) == expected and points(test) == expected
+    # With no diverged path the legend has no entry for one.
+    legend_labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    assert legend_labels and not [label for label in legend_labels if "diverged" in label]
     # The same t_w has the same colour in the learning curves and the deviation figure.
     for other in (
         learning_curves(tables["metrics"], tables["runs"], experiment),
@@ -471,6 +474,8 @@ def test_landscape_marks_diverged_paths_and_keeps_its_tick_labels_inside_the_fig
     first = fig.axes[0]
     assert len(markers(first, "path with a diverged end (left out)")) == 2 * 2 * 5
     assert "2 diverged paths left out" in first.get_title()
+    legend_labels = [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+    assert "path with a diverged end (left out)" in legend_labels
     train, _ = lines_of_colour(first, tables["experiment"].relax_colours[2.0])
     assert points(train)[0.5] == approx(0.5 + 0.25 + 0.02 + 0.01)  # seeds 1 and 2
     fig.canvas.draw()

@@ -371,8 +371,9 @@ def landscape(paths: pd.DataFrame | None, experiment: Experiment):
         mine, lost = kept[kept["path_kind"] == kind], diverged[diverged["path_kind"] == kind]
         for ax, y in zip(column, ("loss", "accuracy")):
             _line(ax, mine, "alpha", y, experiment.errorbar, **style)
-            label = "path with a diverged end (left out)"
-            ax.scatter(lost["alpha"], lost[y], color=GREY, marker="x", s=14, label=label)
+            if len(lost):  # no legend entry for diverged paths when there are none
+                label = "path with a diverged end (left out)"
+                ax.scatter(lost["alpha"], lost[y], color=GREY, marker="x", s=14, label=label)
             ax.set_xlim(0, 1)
             ax.xaxis.set_major_locator(ticker.FixedLocator([0, 0.25, 0.5, 0.75, 1]))
         paths_lost = lost.drop_duplicates(["seed", "start_relax_time", "end_relax_time"])
