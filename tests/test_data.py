@@ -2,11 +2,14 @@
 
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision.datasets as tvd
+from conftest import SCRIPTS, script_env
 from fake_datasets import patch_torchvision_cifar, write_fake_cifar, write_fake_fashion_mnist
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -404,3 +407,59 @@ def test_real_fashion_mnist_from_the_debian_package_has_60000_and_10000_images(
     assert torch.equal(torch.bincount(d.train_y), torch.full((10,), 6000))
     # the normalisation constants are the training set's statistics
     assert abs(d.train_x.mean().item()) < 0.01 and abs(d.train_x.std().item() - 1) < 0.01
+    # needle's IDX reader gives torchvision's tensors on the real files too
+    images, labels = raw_fashion(tmp_path, "test")
+    assert torch.equal(to_uint8(d.test_x, (0.2860,), (0.3530,)).squeeze(1), images)
+    assert torch.equal(d.test_y, labels)
+
+
+# ---------------------------------------------------------------- the IDX reader, startup cost
+
+
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda b: b[:3], "no IDX file of 3-dimensional unsigned bytes"),
+        (lambda b: b"\x00\x00\x0b\x03" + b[4:], "no IDX file"),  # int16, not unsigned bytes
+        (lambda b: b[:2] + b"\x08\x01" + b[4:], "no IDX file of 3-dimensional"),  # 1-d header
+        (lambda b: b[:-1], "values for a shape of (50, 28, 28)"),  # one byte short
+        (lambda b: b + b"\x00", "values for a shape of (50, 28, 28)"),  # one byte too many
+    ],
+)
+def test_a_damaged_idx_file_is_refused_naming_the_file_and_the_problem(tmp_path, damage, problem):
+    write_fake_fashion_mnist(tmp_path, 50, 20)
+    images = tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(damage(images.read_bytes()))
+    with pytest.raises(NeedleError) as error:
+        data.load_dataset("fashion-mnist", tmp_path)
+    message = str(error.value)
+    assert "\n" not in message and "train-images-idx3-ubyte" in message and problem in message
+    assert "delete" in message
+
+
+def test_a_corrupt_gzip_file_in_the_debian_folder_is_named(tmp_path, monkeypatch):
+    debian = write_fake_fashion_mnist(tmp_path / "debian", 60, 30, gzipped=True)
+    (debian / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    monkeypatch.setenv("NEEDLE_FASHION_MNIST_DIR", str(debian))
+    with pytest.raises(NeedleError, match=r"t10k-labels-idx1-ubyte.gz is not a valid gzip file"):
+        data.prepare_dataset("fashion-mnist", tmp_path / "data")
+    assert not (tmp_path / "data" / "FashionMNIST" / "raw").exists()
+
+
+def test_a_fashion_mnist_training_job_imports_neither_torchvision_nor_scipy(fashion_dir):
+    """They cost a training job's start about three seconds together (torchvision loads
+    torch._dynamo); CIFAR jobs and the summary still use them."""
+    code = (
+        "import sys\n"
+        "from needle import cli, stages, data\n"
+        f"data.load_dataset('fashion-mnist', {str(fashion_dir)!r}, train_size=20, canvas_size=32)\n"
+        "print(sorted(m for m in ('torchvision', 'scipy') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=script_env({"PYTHONPATH": str(SCRIPTS)}),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 HOLDS, FAILS, UNDECIDED = "holds", "fails", "undecided"
 NOT_TESTED = "not tested"  # the claim's arms or relax times are not configured
@@ -55,6 +54,10 @@ def t_interval(values, confidence: float = 0.95) -> Interval:
     mean = float(values.mean())
     if n < 2:
         return Interval(mean, math.nan, math.nan, n)
+    # scipy on first use: needle.tables imports this module, and every training job writes its
+    # table through needle.tables; importing scipy.stats would cost each of them about a second.
+    from scipy import stats as scipy_stats
+
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n))
     return Interval(mean, mean - half, mean + half, n)
 
