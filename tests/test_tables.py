@@ -480,3 +480,22 @@ def test_a_run_given_twice_is_refused(tmp_path):
     run = ["--run", "0", "cnn", "-", str(path)]
     with pytest.raises(NeedleError, match="given twice"):
         aggregate_metrics.main(aggregate_argv({"aggregate_arguments": run + run}, tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "does not exist; rerun the stamp rule"),
+        ("{", "is not JSON"),
+        ("[]", "lacks experiment, command"),
+        ('{"experiment": "x", "command": "snakemake"}', "lacks commit, machine"),
+    ],
+)
+def test_a_bad_stamp_is_one_line_naming_the_file_and_the_rule_to_rerun(tmp_path, text, problem):
+    path = tmp_path / "stamp.json"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(NeedleError) as error:
+        tables.read_stamp(path)
+    message = str(error.value)
+    assert problem in message and str(path) in message and "\n" not in message

@@ -64,6 +64,15 @@ class _Table:
             raise self.fail("has a header but no rows")
         return frame
 
+    def read_json(self):
+        """The JSON document, or one line saying why not."""
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise self.fail("does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise self.fail(f"is not JSON ({error})") from None
+
     def require_columns(self, frame: pd.DataFrame, columns: Sequence[str]) -> None:
         missing = [column for column in columns if column not in frame.columns]
         if missing:
@@ -606,12 +615,7 @@ def read_settings(path) -> dict:
     """settings.json with every key the tables' readers use present (missing ones take the
     schema's default) and relax.relax_times resolved to a list of epochs."""
     table = _Table(path, "settings", "rerun the write_settings rule")
-    try:
-        settings = json.loads(table.path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise table.fail("does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise table.fail(f"is not JSON ({error})") from None
+    settings = table.read_json()
     if not isinstance(settings, dict) or not isinstance(settings.get("experiment"), str):
         raise table.fail('is not an object with an "experiment" name')
     for key in SETTINGS_KEYS:
@@ -677,12 +681,7 @@ STAMP_KEYS = (
 def read_stamp(path) -> dict:
     """stamp.json (workflow/scripts/stamp.py): how an experiment's results were made."""
     table = _Table(path, "stamp", "rerun the stamp rule (snakemake --forcerun stamp)")
-    try:
-        stamp = json.loads(table.path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise table.fail("does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise table.fail(f"is not JSON ({error})") from None
+    stamp = table.read_json()
     missing = [key for key in STAMP_KEYS if not isinstance(stamp, dict) or key not in stamp]
     if missing:
         raise table.fail(f"lacks {', '.join(missing)}")
